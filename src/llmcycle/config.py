@@ -1,0 +1,221 @@
+"""Typed configs for every stage, saved as JSON in the run directory.
+
+One flat dataclass per concern (nanoGPT's GPTConfig, litgpt's arg groups): `ModelConfig` is
+enough to rebuild a model, `DataConfig` to rebuild its token shards, `TrainConfig` to rerun
+training. Each validates itself in `__post_init__` and raises `ValueError` with a message that
+says what to change. `RunConfig` bundles the three and is what `config.json` holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+FAMILIES = ("decoder", "encoder", "seq2seq")
+
+
+def _choice(name: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, valid))}")
+
+
+def _positive(name: str, value: float, allow_zero: bool = False) -> None:
+    if value is None or (value < 0 if allow_zero else value <= 0):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of one transformer. Defaults give a small Llama-style decoder.
+
+    The options are enough to express Llama (rope + rmsnorm + swiglu + no bias + GQA) and GPT-2
+    (learned positions + layernorm + gelu_tanh + bias + tied embeddings) exactly.
+    """
+
+    family: str = "decoder"  # decoder (causal LM) | encoder (masked LM) | seq2seq (span corruption)
+    vocab_size: int = 4096
+    n_layer: int = 4  # blocks (the encoder's, for seq2seq)
+    n_decoder_layer: int | None = None  # seq2seq only: decoder blocks (None: same as n_layer)
+    d_model: int = 256
+    n_head: int = 4
+    n_kv_head: int | None = None  # grouped-query attention; None: = n_head (multi-head)
+    head_dim: int | None = None  # None: d_model // n_head
+    d_ff: int | None = None  # MLP hidden size; None: 4*d (gelu) or 8/3*d rounded up to 64 (swiglu)
+    max_seq_len: int = 256  # context length (positions)
+    pos_emb: str = "rope"  # rope | learned
+    rope_base: float = 10000.0
+    rope_scaling: dict | None = None  # Llama-3 style {"rope_type": "llama3", "factor": ..., ...}
+    norm: str = "rmsnorm"  # rmsnorm | layernorm
+    norm_eps: float = 1e-5
+    mlp: str = "swiglu"  # swiglu | gelu | gelu_tanh
+    bias: bool = False  # biases in linear layers and layernorm
+    tie_embeddings: bool = True  # output head shares the token embedding matrix
+    dropout: float = 0.0
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        _choice("family", self.family, FAMILIES)
+        _choice("pos_emb", self.pos_emb, ("rope", "learned"))
+        _choice("norm", self.norm, ("rmsnorm", "layernorm"))
+        _choice("mlp", self.mlp, ("swiglu", "gelu", "gelu_tanh"))
+        for name in ("vocab_size", "n_layer", "d_model", "n_head", "max_seq_len", "norm_eps", "init_std"):
+            _positive(name, getattr(self, name))
+        _positive("rope_base", self.rope_base)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.head_dim is None and self.d_model % self.n_head:
+            raise ValueError(
+                f"d_model={self.d_model} is not divisible by n_head={self.n_head}; "
+                f"pick n_head among {[h for h in range(1, 65) if self.d_model % h == 0]} or set head_dim"
+            )
+        if self.n_kv_head is not None and (self.n_kv_head <= 0 or self.n_head % self.n_kv_head):
+            raise ValueError(f"n_kv_head={self.n_kv_head} must be > 0 and divide n_head={self.n_head}")
+        if self.pos_emb == "rope" and self.hd % 2:
+            raise ValueError(f"rotary positions need an even head_dim, got {self.hd}")
+        if self.n_decoder_layer is not None and self.family != "seq2seq":
+            raise ValueError("n_decoder_layer applies only to --family seq2seq; remove it or change the family")
+
+    # Derived sizes, named once so no module recomputes them differently.
+    @property
+    def hd(self) -> int:
+        return self.head_dim or self.d_model // self.n_head
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def ffn(self) -> int:
+        if self.d_ff:
+            return self.d_ff
+        if self.mlp == "swiglu":
+            return 64 * math.ceil(8 * self.d_model / 3 / 64)
+        return 4 * self.d_model
+
+    @property
+    def dec_layers(self) -> int:
+        return self.n_decoder_layer or self.n_layer
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it becomes token shards."""
+
+    source: str = "default"  # "default" (Python stdlib source), a file, a folder, or a .jsonl file
+    include: list[str] = field(default_factory=lambda: ["*.py", "*.txt", "*.md", "*.rst"])  # folder globs
+    exclude: list[str] = field(default_factory=list)  # folder globs to skip
+    text_field: str = "text"  # JSONL field holding the document
+    tokenizer: str = "bpe"  # bpe (trained here) | byte (no training)
+    vocab_size: int = 4096  # BPE vocabulary, specials included
+    val_fraction: float = 0.05  # fraction of documents held out, chosen by a seeded hash
+    seed: int = 1337
+    strict: bool = False  # undecodable files raise instead of being skipped
+    max_bytes: int | None = None  # stop reading after this many bytes of text (quick runs)
+    shard_tokens: int = 50_000_000  # tokens per shard file
+
+    def __post_init__(self) -> None:
+        _choice("tokenizer", self.tokenizer, ("bpe", "byte"))
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.tokenizer == "bpe" and self.vocab_size < 300:
+            raise ValueError(f"vocab_size={self.vocab_size} is too small for BPE; use >= 300 or --tokenizer byte")
+        _positive("shard_tokens", self.shard_tokens)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, budget, evaluation and checkpointing for one training run."""
+
+    seq_len: int = 256  # tokens per training sequence (<= model max_seq_len)
+    batch_size: int = 16  # global batch in sequences per optimizer step (all ranks, all micro-steps)
+    micro_batch_size: int | None = None  # sequences per forward pass per rank; None: whole share
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 20
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 disables clipping
+    max_steps: int | None = None  # budget: optimizer steps
+    max_tokens: int | None = None  # budget: training tokens
+    max_time: float | None = None  # budget: wall-clock seconds (steps fixed after timing a few)
+    eval_every: int = 100
+    eval_batches: int = 10
+    ckpt_every: int = 200
+    keep_checkpoints: int = 2
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast; fp32 is the CPU default)
+    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+    log_every: int = 10
+    strategy: str = "single"  # single | ddp | fsdp
+    init_from: str | None = None  # run dir or checkpoint to take weights from (fresh optimizer)
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "batch_size", "lr", "eval_every", "eval_batches", "ckpt_every", "log_every"):
+            _positive(name, getattr(self, name))
+        _positive("warmup_steps", self.warmup_steps, allow_zero=True)
+        _positive("grad_clip", self.grad_clip, allow_zero=True)
+        _choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
+        _choice("strategy", self.strategy, ("single", "ddp", "fsdp"))
+        if self.micro_batch_size is not None:
+            _positive("micro_batch_size", self.micro_batch_size)
+        if not any(b is not None for b in (self.max_steps, self.max_tokens, self.max_time)):
+            raise ValueError("give a budget: max_steps, max_tokens or max_time (e.g. --max-time 180)")
+        for name in ("max_steps", "max_tokens", "max_time"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass
+class RunConfig:
+    """Everything `config.json` in a run directory holds."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(max_time=180.0))
+
+    def __post_init__(self) -> None:
+        if self.train.seq_len > self.model.max_seq_len:
+            raise ValueError(
+                f"seq_len={self.train.seq_len} exceeds the model context max_seq_len={self.model.max_seq_len}; "
+                "lower --seq-len or raise --max-seq-len"
+            )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        from llmcycle.runtime import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        return cls(
+            model=from_dict(ModelConfig, d.get("model", {})),
+            data=from_dict(DataConfig, d.get("data", {})),
+            train=from_dict(TrainConfig, d.get("train", {})),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"{path} not found: is this a run directory made by `llmcycle prepare` or `train`?")
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+
+
+def from_dict(cls, d: dict):
+    """Build dataclass `cls` from `d`, naming unknown keys instead of failing obscurely."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(names)}")
+    return cls(**d)

@@ -1,0 +1,86 @@
+"""Parameters and FLOPs measured from the built model itself (nanochat's practice).
+
+Build the model on the `meta` device (no memory), walk its parameters and linear layers, and
+assert the groups add up. The planner, the training loop's MFU and the report all read these
+numbers, so the model is the single source of truth.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from llmcycle.config import ModelConfig
+
+GROUPS = ("embedding", "position", "attention", "mlp", "norm", "head")
+
+
+def meta_model(cfg: ModelConfig) -> nn.Module:
+    from llmcycle.models import build_model
+
+    with torch.device("meta"):
+        return build_model(cfg)
+
+
+def _group(name: str) -> str:
+    if ".tok." in f".{name}" or name.endswith("embed.tok.weight"):
+        return "embedding"
+    if "embed.pos" in name:
+        return "position"
+    if "norm" in name:
+        return "norm"
+    if "attn" in name:
+        return "attention"
+    if "mlp" in name:
+        return "mlp"
+    if name.startswith("head") or "lm_head" in name:
+        return "head"
+    raise AssertionError(f"parameter {name} belongs to no accounting group")
+
+
+def param_groups(model: nn.Module) -> dict[str, int]:
+    """Parameter count per group (tied weights counted once, in `embedding`), plus 'total'."""
+    counts = dict.fromkeys(GROUPS, 0)
+    for name, p in model.named_parameters():  # named_parameters skips the tied duplicate
+        counts[_group(name)] += p.numel()
+    counts["total"] = sum(counts[g] for g in GROUPS)
+    assert counts["total"] == sum(p.numel() for p in model.parameters()), "accounting groups do not add up"
+    return counts
+
+
+def count_params(cfg: ModelConfig) -> dict[str, int]:
+    return param_groups(meta_model(cfg))
+
+
+def matmul_params(model: nn.Module) -> int:
+    """Weights that take part in a matmul per token: every Linear (the head too, even when tied)."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def attention_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
+    """Forward FLOPs per token of QK^T and AV over a full (non-causally-skipped) T x T score matrix:
+    2 matmuls x 2 FLOPs x seq_len x (n_head * head_dim), per attention layer."""
+    return 4 * seq_len * cfg.n_head * cfg.hd * cfg.n_layer
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int, model: nn.Module | None = None, training: bool = True) -> int:
+    """FLOPs per token: forward = 2 x matmul weights + attention scores; training = 3 x forward
+    (backward costs twice the forward). Equals 6N + 12 L H D T for a decoder (Kaplan/PaLM)."""
+    model = model if model is not None else meta_model(cfg)
+    fwd = 2 * matmul_params(model) + attention_flops_per_token(cfg, seq_len)
+    return 3 * fwd if training else fwd
+
+
+def measure_flops(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor | None = None, backward: bool = True) -> int:
+    """FLOPs counted by `torch.utils.flop_counter.FlopCounterMode` for one forward (and backward) pass.
+
+    SDPA runs on its math backend here: the fused CPU flash kernel is invisible to the counter,
+    which would silently drop the attention-score FLOPs."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        _, loss = model(idx, targets)
+        if backward:
+            loss.backward()
+    return counter.get_total_flops()
