@@ -37,25 +37,25 @@ class ModelConfig:
     """
 
     family: str = "decoder"  # decoder (causal LM) | encoder (masked LM) | seq2seq (span corruption)
-    vocab_size: int = 4096
+    vocab_size: int = 4096  # tokens in the embedding table (set from the tokenizer by prepare)
     n_layer: int = 4  # blocks (the encoder's, for seq2seq)
     n_decoder_layer: int | None = None  # seq2seq only: decoder blocks (None: same as n_layer)
-    d_model: int = 256
-    n_head: int = 4
+    d_model: int = 256  # model width (residual stream size)
+    n_head: int = 4  # attention (query) heads
     n_kv_head: int | None = None  # grouped-query attention; None: = n_head (multi-head)
     head_dim: int | None = None  # None: d_model // n_head
     d_ff: int | None = None  # MLP hidden size; None: 4*d (gelu) or 8/3*d rounded up to 64 (swiglu)
     max_seq_len: int = 256  # context length (positions)
     pos_emb: str = "rope"  # rope | learned
-    rope_base: float = 10000.0
+    rope_base: float = 10000.0  # rotary base frequency (theta)
     rope_scaling: dict | None = None  # Llama-3 style {"rope_type": "llama3", "factor": ..., ...}
     norm: str = "rmsnorm"  # rmsnorm | layernorm
-    norm_eps: float = 1e-5
+    norm_eps: float = 1e-5  # epsilon inside the norms
     mlp: str = "swiglu"  # swiglu | gelu | gelu_tanh
     bias: bool = False  # biases in linear layers and layernorm
     tie_embeddings: bool = True  # output head shares the token embedding matrix
-    dropout: float = 0.0
-    init_std: float = 0.02
+    dropout: float = 0.0  # dropout on attention, residual branches and embeddings
+    init_std: float = 0.02  # std of the normal weight init (residual projections scaled by 1/sqrt(2L))
 
     def __post_init__(self) -> None:
         _choice("family", self.family, FAMILIES)
@@ -112,7 +112,7 @@ class DataConfig:
     tokenizer: str = "bpe"  # bpe (trained here) | byte (no training)
     vocab_size: int = 4096  # BPE vocabulary, specials included
     val_fraction: float = 0.05  # fraction of documents held out, chosen by a seeded hash
-    seed: int = 1337
+    seed: int = 1337  # seeds the train/validation split
     strict: bool = False  # undecodable files raise instead of being skipped
     max_bytes: int | None = None  # stop reading after this many bytes of text (quick runs)
     shard_tokens: int = 50_000_000  # tokens per shard file
@@ -133,25 +133,25 @@ class TrainConfig:
     seq_len: int = 256  # tokens per training sequence (<= model max_seq_len)
     batch_size: int = 16  # global batch in sequences per optimizer step (all ranks, all micro-steps)
     micro_batch_size: int | None = None  # sequences per forward pass per rank; None: whole share
-    lr: float = 3e-3
+    lr: float = 3e-3  # peak learning rate (AdamW)
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
-    warmup_steps: int = 20
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
+    warmup_steps: int = 20  # linear warmup steps before the cosine decay
+    weight_decay: float = 0.1  # AdamW decay on matrices (not on norms or biases)
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay
     grad_clip: float = 1.0  # 0 disables clipping
     max_steps: int | None = None  # budget: optimizer steps
     max_tokens: int | None = None  # budget: training tokens
     max_time: float | None = None  # budget: wall-clock seconds (steps fixed after timing a few)
-    eval_every: int = 100
-    eval_batches: int = 10
-    ckpt_every: int = 200
-    keep_checkpoints: int = 2
-    seed: int = 1337
+    eval_every: int = 100  # steps between validation evaluations
+    eval_batches: int = 10  # validation batches per evaluation (a fixed sample)
+    ckpt_every: int = 200  # steps between checkpoints (one is always written at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept on disk
+    seed: int = 1337  # seeds weights, data order and dropout
     device: str = "auto"  # auto | cpu | cuda | mps
     dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast; fp32 is the CPU default)
     threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
-    log_every: int = 10
+    log_every: int = 10  # steps between metrics.jsonl lines
     strategy: str = "single"  # single | ddp | fsdp
     init_from: str | None = None  # run dir or checkpoint to take weights from (fresh optimizer)
 

@@ -1,0 +1,171 @@
+"""From a prompt to a completion: prefill once, then decode one token at a time with a KV cache.
+
+`generate_ids` works on token ids for a batch of prompts of different lengths (left-padded,
+with a padding mask and per-row positions). `generate` adds the tokenizer: text in, text out,
+stop strings, several samples per prompt, and streaming through a callback. `use_cache=False`
+recomputes the whole context for every token: the slow reference the cached path is tested
+against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from llmcycle.inference.kv_cache import KVCache
+from llmcycle.inference.sampling import SamplingConfig, sample_next
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 128
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    stop: list[str] = field(default_factory=list)  # stop strings: the completion ends before them
+    seed: int | None = None
+    num_samples: int = 1  # completions per prompt
+    truncate: str = "error"  # error | left: what to do with a prompt longer than the context
+    use_cache: bool = True
+    stop_at_eos: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.truncate not in ("error", "left"):
+            raise ValueError(f"truncate must be 'error' or 'left', got {self.truncate!r}")
+
+
+@dataclass
+class Completion:
+    prompt: str
+    text: str
+    tokens: list[int]
+    finish_reason: str  # "eos" | "stop" | "length" (max_new_tokens or the context ran out)
+
+
+def fit_prompt(ids: list[int], context: int, max_new_tokens: int, truncate: str) -> list[int]:
+    """Make room for at least one new token; left-truncate or raise, as asked."""
+    if not ids:
+        raise ValueError("empty prompt: give at least one token (the run's tokenizer adds <|bos|> by default)")
+    room = context - 1
+    if len(ids) <= room:
+        return ids
+    if truncate == "left":
+        return ids[-room:]
+    raise ValueError(
+        f"prompt is {len(ids)} tokens but the model's context is {context}; "
+        f"shorten it or pass --truncate left to keep its last {room} tokens"
+    )
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """-> idx (B, T), pad (B, T) True at padding or None if no row is padded, pos (B, T) or (T,)."""
+    T = max(len(p) for p in prompts)
+    idx = torch.full((len(prompts), T), pad_id, dtype=torch.long, device=device)
+    n_pad = torch.tensor([T - len(p) for p in prompts], device=device)
+    for i, p in enumerate(prompts):
+        idx[i, T - len(p):] = torch.tensor(p, device=device)
+    if int(n_pad.max()) == 0:
+        return idx, None, torch.arange(T, device=device)
+    slots = torch.arange(T, device=device)[None, :]
+    return idx, slots < n_pad[:, None], (slots - n_pad[:, None]).clamp(min=0)
+
+
+@torch.inference_mode()
+def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling: SamplingConfig,
+                 generator: torch.Generator | None = None, eos_id: int | None = None, pad_id: int = 0,
+                 use_cache: bool = True, on_step: Callable[[torch.Tensor], bool] | None = None) -> list[list[int]]:
+    """Generate up to max_new_tokens for each prompt (lists of ids). Returns the new ids per row.
+    Stops early when every row has produced eos_id, or when on_step(next_ids) returns True."""
+    model.eval()
+    cfg, device = model.cfg, next(model.parameters()).device
+    B = len(prompts)
+    idx, pad, pos = _left_pad(prompts, pad_id, device)
+    T0 = idx.shape[1]
+    max_new_tokens = min(max_new_tokens, cfg.max_seq_len - T0)
+    if max_new_tokens < 1:
+        raise ValueError(f"no room to generate: the prompt fills the {cfg.max_seq_len}-token context")
+    if pad is not None:  # room for the new tokens' slots, never padding
+        pad = torch.cat([pad, torch.zeros(B, max_new_tokens, dtype=torch.bool, device=device)], 1)
+    cache = None
+    if use_cache:
+        dtype = next(model.parameters()).dtype
+        cache = KVCache(cfg.n_layer, B, cfg.kv_heads, cfg.hd, T0 + max_new_tokens, device, dtype)
+    logits, _ = model(idx, cache=cache, pos=pos, pad=pad, last_only=True)  # prefill: (B, 1, V)
+    out = torch.empty(B, 0, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    for _ in range(max_new_tokens):
+        nxt = sample_next(logits[:, -1], sampling, generator)  # (B,)
+        out = torch.cat([out, nxt[:, None]], 1)
+        if eos_id is not None:
+            done |= nxt == eos_id
+        if bool(done.all()) or (on_step is not None and on_step(nxt)) or out.shape[1] == max_new_tokens:
+            break
+        pos = pos[..., -1:] + 1  # (1,) or (B, 1)
+        if use_cache:
+            logits, _ = model(nxt[:, None], cache=cache, pos=pos, pad=pad)
+        else:
+            full = torch.cat([idx, out], 1)  # (B, S): the whole context, recomputed
+            fpad = pad[:, :full.shape[1]] if pad is not None else None
+            fpos = _all_pos(fpad) if fpad is not None else None
+            logits, _ = model(full, pos=fpos, pad=fpad, last_only=True)
+    return [row.tolist() for row in out]
+
+
+def _all_pos(pad: torch.Tensor) -> torch.Tensor:
+    """Per-row positions (B, S) of a left-padded batch whose padding mask is pad (B, S)."""
+    n_pad = pad.sum(1, keepdim=True)
+    return (torch.arange(pad.shape[1], device=pad.device)[None, :] - n_pad).clamp(min=0)
+
+
+def _cut(ids: list[int], tokenizer, stop: list[str], eos_id) -> tuple[str, list[int], str]:
+    """Decode a row's new ids; end it at eos or the first stop string."""
+    reason = "length"
+    if eos_id is not None and eos_id in ids:
+        ids, reason = ids[: ids.index(eos_id)], "eos"
+    text = tokenizer.decode(ids)
+    hits = [text.find(s) for s in stop if s and s in text]
+    if hits:
+        text, reason = text[: min(hits)], "stop"
+    return text, ids, reason
+
+
+def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, add_bos: bool = True,
+             on_text: Callable[[int, str], None] | None = None) -> list[Completion]:
+    """Text in, completions out: num_samples completions per prompt, in prompt order."""
+    if not prompts:
+        raise ValueError("no prompts given")
+    context = model.cfg.max_seq_len
+    encoded = [fit_prompt(tokenizer.encode(p, bos=add_bos and tokenizer.bos_id is not None), context,
+                          cfg.max_new_tokens, cfg.truncate) for p in prompts]
+    rows = [ids for ids in encoded for _ in range(cfg.num_samples)]
+    generator = None
+    if cfg.seed is not None:
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
+    eos_id = tokenizer.eos_id if cfg.stop_at_eos else None
+    pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
+    streamed = [""] * len(rows)
+    history: list[list[int]] = [[] for _ in rows]
+
+    def on_step(nxt: torch.Tensor) -> bool:
+        finished = True
+        for r, t in enumerate(nxt.tolist()):
+            history[r].append(t)
+            text, _, reason = _cut(history[r], tokenizer, cfg.stop, eos_id)
+            if on_text is not None and not text.endswith("\ufffd") and len(text) > len(streamed[r]):
+                on_text(r, text[len(streamed[r]):])  # stream only whole characters
+                streamed[r] = text
+            finished &= reason != "length"
+        return finished
+
+    need_step = on_text is not None or bool(cfg.stop)
+    new = generate_ids(model, rows, cfg.max_new_tokens, cfg.sampling, generator, eos_id, pad_id,
+                       cfg.use_cache, on_step if need_step else None)
+    out = []
+    for r, ids in enumerate(new):
+        text, ids, reason = _cut(ids, tokenizer, cfg.stop, eos_id)
+        out.append(Completion(prompts[r // cfg.num_samples], text, ids, reason))
+    return out

@@ -1,0 +1,69 @@
+"""Choosing the next token: a pure function of the logits and an explicit random generator.
+
+    temperature == 0      -> argmax (greedy)
+    top_k = k             -> keep the k most likely tokens
+    top_p = p             -> keep the smallest set of most likely tokens whose mass reaches p
+                             (always at least one token)
+Filters apply in that order (temperature, top-k, top-p), as in Hugging Face and litgpt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0  # 0 = greedy
+    top_k: int | None = None
+    top_p: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+    def describe(self) -> str:
+        if self.temperature == 0:
+            return "greedy"
+        parts = [f"temperature {self.temperature:g}"]
+        if self.top_k:
+            parts.append(f"top-k {self.top_k}")
+        if self.top_p:
+            parts.append(f"top-p {self.top_p:g}")
+        return ", ".join(parts)
+
+
+def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """logits (B, V): everything below the k-th largest becomes -inf."""
+    k = min(k, logits.size(-1))
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """logits (B, V): keep the smallest most-likely set whose probability mass reaches p."""
+    sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+    probs = sorted_logits.softmax(-1)
+    mass_before = probs.cumsum(-1) - probs  # mass of the tokens strictly more likely than this one
+    drop_sorted = mass_before >= p  # the first token always has mass_before 0, so it stays
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next(logits: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """logits (B, V) -> next token ids (B,)."""
+    if cfg.temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.float() / cfg.temperature
+    if cfg.top_k is not None:
+        logits = filter_top_k(logits, cfg.top_k)
+    if cfg.top_p is not None and cfg.top_p < 1.0:
+        logits = filter_top_p(logits, cfg.top_p)
+    probs = logits.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)

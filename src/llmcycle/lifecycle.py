@@ -1,0 +1,86 @@
+"""`llmcycle run`: the whole lifecycle in one command, on the default corpus, in a few minutes.
+
+    scope (config) -> prepare (corpus, tokenizer, shards) -> pretrain (time budget) ->
+    evaluate (validation loss, bits per byte) -> prompt (greedy and two sampling settings) -> report.md
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from llmcycle.config import DataConfig, ModelConfig, RunConfig, TrainConfig
+from llmcycle.inference.generate import GenerationConfig, generate
+from llmcycle.inference.sampling import SamplingConfig
+from llmcycle.report import write_report
+from llmcycle.rundir import config_path, data_dir, load_model, load_tokenizer
+
+CODE_PROMPTS = [
+    "def fibonacci(n):\n",
+    "import os\n\n\ndef list_python_files(root):\n",
+    "class Stack:\n    def __init__(self):\n",
+]
+SETTINGS = [
+    SamplingConfig(temperature=0.0),
+    SamplingConfig(temperature=0.8, top_k=50),
+    SamplingConfig(temperature=1.0, top_p=0.9),
+]
+
+
+def default_config(source: str, budget: float, max_bytes: int | None) -> RunConfig:
+    """The default run: a small Llama-style decoder sized for ~3 minutes on two CPU cores."""
+    return RunConfig(
+        model=ModelConfig(n_layer=4, d_model=192, n_head=6, max_seq_len=256),
+        data=DataConfig(source=source, max_bytes=max_bytes),
+        train=TrainConfig(seq_len=256, batch_size=16, lr=3e-3, warmup_steps=20, max_time=budget,
+                          eval_every=50, eval_batches=8, ckpt_every=100),
+    )
+
+
+def _fresh_dir(out: Path) -> None:
+    """Reuse an earlier `llmcycle run` directory; refuse to clobber anything else."""
+    if out.exists() and any(out.iterdir()):
+        if not config_path(out).is_file():
+            raise ValueError(f"{out} exists and is not an llmcycle run directory; choose another --out")
+        for name in ("data", "checkpoints"):
+            shutil.rmtree(out / name, ignore_errors=True)
+        for name in ("metrics.jsonl", "samples.md", "report.md", "loss.png", "summary.json"):
+            (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def sample_table(model, tok, prompts: list[str], settings: list[SamplingConfig], max_new_tokens: int = 80,
+                 seed: int = 0) -> list[dict]:
+    rows = []
+    for s in settings:
+        gen = GenerationConfig(max_new_tokens=max_new_tokens, sampling=s, seed=seed, truncate="left")
+        for c in generate(model, tok, prompts, gen):
+            rows.append({"setting": s.describe(), "prompt": c.prompt, "completion": c.text, "finish": c.finish_reason})
+    return rows
+
+
+def run_lifecycle(args) -> dict:
+    from llmcycle.data.prepare import prepare
+    from llmcycle.train.loop import train
+
+    out = Path(args.out)
+    _fresh_dir(out)
+    cfg = default_config(args.corpus, args.budget, args.max_bytes)
+    progress = not args.quiet
+    print(f"[1/4] prepare: corpus={cfg.data.source!r} -> {data_dir(out)}")
+    meta = prepare(cfg.data, data_dir(out), progress=progress)
+    cfg.model.vocab_size = meta["vocab_size"]
+    cfg.save(config_path(out))
+    print(f"      {meta['splits']['train']['tokens']:,} train / {meta['splits']['val']['tokens']:,} val tokens, vocab {meta['vocab_size']}")
+    print(f"[2/4] train: {cfg.train.max_time:.0f} s budget")
+    state = train(out, cfg, progress=progress)
+    print("[3/4] prompt: greedy and two sampling settings")
+    model, _ = load_model(out)
+    tok = load_tokenizer(out)
+    samples = sample_table(model, tok, CODE_PROMPTS, SETTINGS)
+    print("[4/4] report")
+    summary = write_report(out, cfg, meta, state, samples, model)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(f"done: {out / 'report.md'}  (val loss {summary['val_loss']:.3f}, {summary['val_bpb']:.3f} bits/byte)")
+    return summary

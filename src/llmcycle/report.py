@@ -1,0 +1,91 @@
+"""report.md for a run directory: configuration, accounting, compute, loss curve, samples.
+
+Every figure comes from the run itself: parameters and FLOPs per token from the model's own
+accounting, tokens from the loop state, losses from metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmcycle.config import RunConfig
+from llmcycle.models.accounting import param_groups
+
+PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day
+
+
+def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
+    """(training rows, evaluation rows) from metrics.jsonl."""
+    rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    return [r for r in rows if "loss" in r], [r for r in rows if "val_loss" in r]
+
+
+def plot_loss(run: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train_rows, val_rows = read_metrics(run)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.plot([r["tokens"] for r in train_rows], [r["loss"] for r in train_rows], label="train", lw=1)
+    ax.plot([r["tokens"] for r in val_rows], [r["val_loss"] for r in val_rows], "o-", label="validation")
+    ax.set_xlabel("tokens seen")
+    ax.set_ylabel("cross-entropy (nats/token)")
+    ax.set_title(f"{Path(run).name}: loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def _md_block(text: str) -> str:
+    return "```python\n" + text.replace("```", "`\u200b``") + "\n```"
+
+
+def write_report(run: Path, cfg: RunConfig, meta: dict, state: dict, samples: list[dict], model) -> dict:
+    run = Path(run)
+    params = param_groups(model)
+    non_emb = params["total"] - params["embedding"] - params["position"]
+    flops = state["flops_per_token"] * state["tokens"]
+    val = state["val"]
+    plot_loss(run, run / "loss.png")
+    summary = {
+        "params": params["total"], "non_embedding_params": non_emb, "tokens": state["tokens"],
+        "tokens_per_param": state["tokens"] / params["total"], "flops": flops, "pf_days": flops / PF_DAY,
+        "flops_per_token": state["flops_per_token"], "steps": state["step"], "train_seconds": state["elapsed"],
+        "val_loss": val["val_loss"], "val_bpb": val["val_bpb"],
+    }
+    m, t = cfg.model, cfg.train
+    lines = [
+        f"# llmcycle run: {run.name}", "",
+        "## Configuration",
+        f"- model: {m.family}, {m.n_layer} layers, width {m.d_model}, {m.n_head} heads "
+        f"({m.kv_heads} key/value), MLP {m.mlp} {m.ffn}, {m.norm}, {m.pos_emb} positions, context {m.max_seq_len}, "
+        f"vocab {m.vocab_size}, tied embeddings: {m.tie_embeddings}",
+        f"- data: {cfg.data.source} ({meta['splits']['train']['tokens']:,} train / {meta['splits']['val']['tokens']:,} validation tokens, "
+        f"{cfg.data.tokenizer} tokenizer)",
+        f"- training: batch {t.batch_size} x {t.seq_len} tokens, AdamW lr {t.lr:g} (warmup {t.warmup_steps}, cosine to "
+        f"{t.lr * t.min_lr_ratio:g}), weight decay {t.weight_decay}, clip {t.grad_clip}, dtype {t.dtype}",
+        "- full config: `config.json`", "",
+        "## Accounting (measured from the model)",
+        "| group | parameters |", "|---|---:|",
+        *[f"| {g} | {n:,} |" for g, n in params.items() if g != "total" and n],
+        f"| **total** | **{params['total']:,}** |", "",
+        f"- tokens seen: {state['tokens']:,} in {state['step']} steps ({state['elapsed']:.0f} s of training): "
+        f"{summary['tokens_per_param']:.2f} tokens per parameter (Chinchilla's compute-optimal ratio is ~20)",
+        f"- compute: {state['flops_per_token']:,} FLOPs per training token x {state['tokens']:,} tokens = "
+        f"{flops:.3e} FLOPs = {summary['pf_days']:.2e} petaflop/s-days", "",
+        "## Evaluation",
+        f"- validation loss {val['val_loss']:.4f} nats/token, {val['val_bpb']:.4f} bits per byte", "",
+        "![loss curve](loss.png)", "",
+        "## Samples", "Each prompt completed under each setting (seed 0). The prompt is shown before the completion.", "",
+    ]
+    for s in samples:
+        lines += [f"### {s['setting']} ({s['finish']})", _md_block(s["prompt"] + s["completion"]), ""]
+    (run / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    samples_md = ["# Samples", ""] + [f"## {s['setting']}\n{_md_block(s['prompt'] + s['completion'])}\n" for s in samples]
+    (run / "samples.md").write_text("\n".join(samples_md), encoding="utf-8")
+    return summary
