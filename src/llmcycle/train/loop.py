@@ -143,6 +143,10 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
             raise ValueError(f"--resume: no complete checkpoint in {run}/checkpoints; start without --resume")
         state = load_checkpoint(ckpt, model, optimizer)
         print0(f"resumed from {ckpt.name} (step {state['step']}, {state['tokens']:,} tokens)")
+        fixed = _budget_steps(cfg, state["tokens_per_step"])
+        if t.max_time is None and fixed != state["total_steps"]:
+            print0(f"budget changed: {state['total_steps']} -> {fixed} steps (the schedule stretches to match)")
+            state["total_steps"] = fixed
     elif t.init_from:
         load_weights(model, weights_path(Path(t.init_from)))
         print0(f"initialised weights from {t.init_from} (fresh optimizer and schedule)")

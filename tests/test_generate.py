@@ -1,0 +1,109 @@
+"""Sampling as a pure function, and the generation engine: cache parity, padding, stops, seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_model
+from llmcycle.data.tokenizer import byte_tokenizer
+from llmcycle.inference.generate import GenerationConfig, fit_prompt, generate, generate_ids
+from llmcycle.inference.sampling import SamplingConfig, filter_top_k, filter_top_p, sample_next
+from llmcycle.models import build_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return build_model(tiny_model(vocab_size=byte_tokenizer().vocab_size)).eval()
+
+
+def test_temperature_zero_is_argmax():
+    logits = torch.randn(16, 50)
+    assert torch.equal(sample_next(logits, SamplingConfig(temperature=0)), logits.argmax(-1))
+
+
+def test_top_k_never_leaves_the_k_most_likely():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 100)
+    allowed = logits.topk(5, dim=-1).indices
+    for _ in range(200):
+        tok = sample_next(logits, SamplingConfig(temperature=2.0, top_k=5), g)
+        assert all(t in allowed[i] for i, t in enumerate(tok.tolist()))
+    assert torch.isfinite(filter_top_k(logits, 5)).sum(-1).eq(5).all()
+
+
+def test_top_p_keeps_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    logits = probs.log()
+    kept = torch.isfinite(filter_top_p(logits, 0.8))
+    assert kept.tolist() == [[True, True, False, False]]  # 0.5 + 0.3 reaches 0.8
+    assert torch.isfinite(filter_top_p(logits, 0.81)).tolist() == [[True, True, True, False]]
+    assert torch.isfinite(filter_top_p(logits, 0.01)).tolist() == [[True, False, False, False]]  # at least one
+
+
+def test_top_p_sampling_frequencies_follow_renormalised_mass():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log().repeat(4000, 1)
+    tok = sample_next(logits, SamplingConfig(temperature=1.0, top_p=0.8), g)
+    counts = torch.bincount(tok, minlength=4).float() / 4000
+    assert counts[2:].sum() == 0
+    assert abs(counts[0].item() - 0.5 / 0.8) < 0.03
+
+
+def test_cached_and_uncached_generation_agree(model):
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8], [3] * 12]
+    greedy = SamplingConfig(temperature=0)
+    assert generate_ids(model, prompts, 12, greedy) == generate_ids(model, prompts, 12, greedy, use_cache=False)
+    s = SamplingConfig(temperature=1.0, top_k=20)
+    a = generate_ids(model, prompts, 12, s, torch.Generator().manual_seed(3))
+    b = generate_ids(model, prompts, 12, s, torch.Generator().manual_seed(3), use_cache=False)
+    assert a == b
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(model):
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8], [3] * 12]
+    greedy = SamplingConfig(temperature=0)
+    together = generate_ids(model, prompts, 10, greedy)
+    assert together == [generate_ids(model, [p], 10, greedy)[0] for p in prompts]
+
+
+def test_one_seed_gives_one_text_and_other_seeds_differ(model):
+    tok = byte_tokenizer()
+    cfg = lambda seed: GenerationConfig(max_new_tokens=40, sampling=SamplingConfig(temperature=1.5), seed=seed)
+    a = generate(model, tok, ["hello"], cfg(7))[0].text
+    assert a == generate(model, tok, ["hello"], cfg(7))[0].text
+    assert any(generate(model, tok, ["hello"], cfg(s))[0].text != a for s in (8, 9, 10))
+
+
+def test_stop_string_cuts_completion_and_streaming_matches(model):
+    tok = byte_tokenizer()
+    base = generate(model, tok, ["abc"], GenerationConfig(max_new_tokens=30, sampling=SamplingConfig(0)))[0]
+    assert len(base.text) >= 6
+    stop = base.text[3:5]
+    pieces = []
+    out = generate(model, tok, ["abc"], GenerationConfig(max_new_tokens=30, sampling=SamplingConfig(0), stop=[stop]),
+                   on_text=lambda r, p: pieces.append(p))[0]
+    assert out.finish_reason == "stop" and out.text == base.text[: base.text.index(stop)]
+    assert "".join(pieces).startswith(out.text)
+
+
+def test_num_samples_and_finish_reason_length(model):
+    tok = byte_tokenizer()
+    outs = generate(model, tok, ["x", "yy"], GenerationConfig(max_new_tokens=5, num_samples=3, seed=0))
+    assert [o.prompt for o in outs] == ["x"] * 3 + ["yy"] * 3
+    assert all(o.finish_reason in ("length", "eos") and len(o.tokens) <= 5 for o in outs)
+
+
+def test_prompt_longer_than_context_errors_or_truncates_left():
+    with pytest.raises(ValueError, match="context is 8"):
+        fit_prompt(list(range(20)), 8, 4, "error")
+    assert fit_prompt(list(range(20)), 8, 4, "left") == list(range(13, 20))
+    with pytest.raises(ValueError, match="empty prompt"):
+        fit_prompt([], 8, 4, "error")
+
+
+@pytest.mark.parametrize("kw", [{"temperature": -1}, {"top_k": 0}, {"top_p": 0.0}, {"top_p": 1.5}])
+def test_bad_sampling_settings_are_clear_errors(kw):
+    with pytest.raises(ValueError):
+        SamplingConfig(**kw)
