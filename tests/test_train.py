@@ -50,10 +50,10 @@ def test_interrupted_and_resumed_run_matches_uninterrupted_bit_for_bit(prepared_
     cfg.save(config_path(b))
     real_step = loop._train_step
 
-    def killed_at_7(wrapped, optimizer, windows, step, *args):
+    def killed_at_7(wrapped, optimizer, windows, objective, step, *args):
         if step == 7:
             raise KeyboardInterrupt  # the process dies mid-run, after the step-4 checkpoint
-        return real_step(wrapped, optimizer, windows, step, *args)
+        return real_step(wrapped, optimizer, windows, objective, step, *args)
 
     monkeypatch.setattr(loop, "_train_step", killed_at_7)
     with pytest.raises(KeyboardInterrupt):

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from llmcycle.config import RunConfig
+from llmcycle.data.objectives import objective_for
 from llmcycle.data.loader import TokenWindows, eval_ids, global_batch_ids, rank_share
 from llmcycle.data.prepare import load_meta
 from llmcycle.models import build_model
@@ -63,15 +64,19 @@ class Metrics:
 
 
 @torch.no_grad()
-def evaluate(model, windows: TokenWindows, batches: list, device, dtype: str, bytes_per_token: float) -> dict:
-    """Mean validation loss over a fixed sample of windows, and bits per byte (tokenizer-invariant)."""
+def evaluate(model, windows: TokenWindows, batches: list, device, dtype: str, bytes_per_token: float,
+             objective=None, seed: int = 0) -> dict:
+    """Mean validation loss over a fixed sample of windows, and bits per byte (tokenizer-invariant;
+    meaningful for the causal objective, where every token is predicted)."""
+    objective = objective or objective_for("decoder")
+    generator = torch.Generator().manual_seed(seed)  # the same corruption at every evaluation
     model.eval()
     rank, _, ws = world()
     total = torch.zeros(2, device=device)  # (sum of losses, count)
     for ids in batches:
         batch = windows.get(rank_share(ids, rank, ws) if len(ids) % ws == 0 else ids).to(device)
         with autocast(device, dtype):
-            _, loss = model(batch[:, :-1], batch[:, 1:])
+            _, loss = model(**objective(batch, generator))
         total += torch.stack([loss.float(), torch.ones((), device=device)])
     model.train()
     if dist.is_initialized():
@@ -155,6 +160,7 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
     val_w = TokenWindows(data_dir(run), "val", t.seq_len)
     val_batches = eval_ids(len(val_w), t.eval_batches, min(t.batch_size, len(val_w)), t.seed)
     bytes_per_token = meta["splits"]["val"]["text_bytes"] / meta["splits"]["val"]["tokens"]
+    objective = objective_for(cfg.model.family, meta["tokenizer"])
     wrapped = wrap_model(model, t.strategy, device)
     flops_tok = flops_per_token(cfg.model, t.seq_len, model)
     peak = matmul_peak_flops(device)
@@ -171,7 +177,7 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
             last = total is not None and step >= total
             if step % t.eval_every == 0 or last:
                 t0 = time.perf_counter()
-                last_val = evaluate(model, val_w, val_batches, device, t.dtype, bytes_per_token)
+                last_val = evaluate(model, val_w, val_batches, device, t.dtype, bytes_per_token, objective, t.seed)
                 eval_time = time.perf_counter() - t0
                 metrics.log(step=step, tokens=state["tokens"], **last_val)
                 if is_main() and progress:
@@ -186,7 +192,7 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
                 break
             t0 = time.perf_counter()
             set_lr(optimizer, lr := lr_at(step, total or 10**9, t))
-            loss = _train_step(wrapped, optimizer, train_w, step, micro, accum, t, device, rank, world_size)
+            loss = _train_step(wrapped, optimizer, train_w, objective, step, micro, accum, t, device, rank, world_size)
             if not math.isfinite(loss):
                 ckpt = latest_checkpoint(run)
                 raise NonFiniteLoss(
@@ -214,14 +220,15 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
     return state
 
 
-def _train_step(wrapped, optimizer, windows, step, micro, accum, t, device, rank, world_size) -> float:
+def _train_step(wrapped, optimizer, windows, objective, step, micro, accum, t, device, rank, world_size) -> float:
     """One optimizer step over this rank's share of the global batch. Returns the global mean loss."""
     ids = rank_share(global_batch_ids(step, t.batch_size, len(windows), t.seed), rank, world_size)
+    generator = torch.Generator().manual_seed(hash((t.seed, step, rank)) % 2**63)  # objective randomness
     total = torch.zeros((), device=device)
     for i in range(accum):
         batch = windows.get(ids[i * micro:(i + 1) * micro]).to(device)  # (micro, T+1)
         with no_sync(wrapped, sync=i == accum - 1), autocast(device, t.dtype):
-            _, loss = wrapped(batch[:, :-1], batch[:, 1:])
+            _, loss = wrapped(**objective(batch, generator))
             (loss / accum).backward()
         total += loss.detach() / accum
     loss = _all_mean(total).item()
