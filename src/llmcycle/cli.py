@@ -106,7 +106,16 @@ def cmd_train(args) -> int:
                     train=merged(base.train, TrainConfig, args))
     if not args.resume:
         cfg.save(config_path(run))
-    state = train(run, cfg, resume=args.resume, progress=not args.quiet)
+    if args.nproc is None:
+        state = train(run, cfg, resume=args.resume, progress=not args.quiet)
+    else:  # the same workers torchrun would start, through its launcher API
+        from llmcycle.train.parallel import WorkerFailed, train_processes
+
+        try:
+            state = train_processes(args.nproc, run, cfg, resume=args.resume, progress=not args.quiet)
+        except WorkerFailed as e:
+            print(f"llmcycle train: error: {e}", file=sys.stderr)
+            return 1
     print(f"trained {state['step']} steps, {state['tokens']:,} tokens; val loss {state['val']['val_loss']:.4f}")
     return 0
 
@@ -197,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True, help="run directory prepared by `llmcycle prepare`")
     p.add_argument("--resume", action="store_true", help="continue exactly from the newest complete checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=int, default=None,
+                   help="start N worker processes on this machine, as torchrun --nproc_per_node=N would "
+                        "(with --strategy ddp or fsdp; default: one process, or torchrun's)")
     add_config_flags(p, ModelConfig, "model")
     add_config_flags(p, TrainConfig, "training")
     p.set_defaults(func=cmd_train)

@@ -16,6 +16,11 @@ from pathlib import Path
 from typing import Any
 
 FAMILIES = ("decoder", "encoder", "seq2seq")
+# Options that only one family reads; setting one under another family is a mistake we name.
+FAMILY_OPTIONS = {
+    "encoder": ("mlm_probability", "mlm_mask_fraction", "mlm_random_fraction"),
+    "seq2seq": ("n_decoder_layer", "noise_density", "mean_span_length"),
+}
 
 
 def _choice(name: str, value: Any, valid: tuple) -> None:
@@ -40,6 +45,11 @@ class ModelConfig:
     vocab_size: int = 4096  # tokens in the embedding table (set from the tokenizer by prepare)
     n_layer: int = 4  # blocks (the encoder's, for seq2seq)
     n_decoder_layer: int | None = None  # seq2seq only: decoder blocks (None: same as n_layer)
+    mlm_probability: float | None = None  # encoder only: fraction of tokens chosen for prediction (None: 0.15)
+    mlm_mask_fraction: float | None = None  # encoder only: of the chosen, fraction shown as the mask token (None: 0.8)
+    mlm_random_fraction: float | None = None  # encoder only: of the chosen, fraction shown as a random token (None: 0.1)
+    noise_density: float | None = None  # seq2seq only: fraction of tokens corrupted into spans (None: 0.15)
+    mean_span_length: float | None = None  # seq2seq only: mean length of a corrupted span (None: 3.0)
     d_model: int = 256  # model width (residual stream size)
     n_head: int = 4  # attention (query) heads
     n_kv_head: int | None = None  # grouped-query attention; None: = n_head (multi-head)
@@ -76,8 +86,23 @@ class ModelConfig:
             raise ValueError(f"n_kv_head={self.n_kv_head} must be > 0 and divide n_head={self.n_head}")
         if self.pos_emb == "rope" and self.hd % 2:
             raise ValueError(f"rotary positions need an even head_dim, got {self.hd}")
-        if self.n_decoder_layer is not None and self.family != "seq2seq":
-            raise ValueError("n_decoder_layer applies only to --family seq2seq; remove it or change the family")
+        for family, names in FAMILY_OPTIONS.items():
+            for name in names:
+                if getattr(self, name) is not None and self.family != family:
+                    raise ValueError(f"{name} applies only to --family {family} (this config is {self.family!r}); "
+                                     "remove it or change the family")
+        self._check_objective_options()
+
+    def _check_objective_options(self) -> None:
+        for name in ("mlm_probability", "noise_density"):
+            if getattr(self, name) is not None and not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in (0, 1), got {getattr(self, name)}")
+        shown = [getattr(self, n) for n in ("mlm_mask_fraction", "mlm_random_fraction")]
+        if any(f is not None and not 0.0 <= f <= 1.0 for f in shown) or sum(f or 0.0 for f in shown) > 1.0:
+            raise ValueError(f"mlm_mask_fraction and mlm_random_fraction must be in [0, 1] with a sum <= 1 "
+                             f"(the rest of the chosen tokens stay as they are), got {shown}")
+        if self.mean_span_length is not None and self.mean_span_length < 1.0:
+            raise ValueError(f"mean_span_length must be >= 1, got {self.mean_span_length}")
 
     # Derived sizes, named once so no module recomputes them differently.
     @property
@@ -152,7 +177,10 @@ class TrainConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast; fp32 is the CPU default)
     threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
     log_every: int = 10  # steps between metrics.jsonl lines
-    strategy: str = "single"  # single | ddp | fsdp
+    strategy: str = "single"  # single | ddp | fsdp (ddp/fsdp: under torchrun or with --nproc N)
+    fsdp_shard: str = "full"  # fsdp: full (ZeRO-3) | grad_op (ZeRO-2-like: params stay gathered forward to backward)
+    backend: str = "auto"  # process-group backend: auto (nccl on CUDA, gloo on CPU) | gloo | nccl
+    dist_timeout: float = 300.0  # seconds a collective waits for a missing rank before the run stops
     init_from: str | None = None  # run dir or checkpoint to take weights from (fresh optimizer)
 
     def __post_init__(self) -> None:
@@ -162,6 +190,9 @@ class TrainConfig:
         _positive("grad_clip", self.grad_clip, allow_zero=True)
         _choice("dtype", self.dtype, ("float32", "bfloat16", "float16"))
         _choice("strategy", self.strategy, ("single", "ddp", "fsdp"))
+        _choice("fsdp_shard", self.fsdp_shard, ("full", "grad_op"))
+        _choice("backend", self.backend, ("auto", "gloo", "nccl"))
+        _positive("dist_timeout", self.dist_timeout)
         if self.micro_batch_size is not None:
             _positive("micro_batch_size", self.micro_batch_size)
         if not any(b is not None for b in (self.max_steps, self.max_tokens, self.max_time)):

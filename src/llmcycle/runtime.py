@@ -63,16 +63,25 @@ def print0(*args, **kwargs) -> None:
         print(*args, **kwargs, flush=True)
 
 
-def init_distributed(device: torch.device, backend: str | None = None, timeout_s: float = 300.0) -> bool:
-    """Initialise the default process group when launched by torchrun. Returns True if distributed."""
-    if world()[2] == 1 or dist.is_initialized():
+def init_distributed(device: torch.device, backend: str | None = None, timeout_s: float = 300.0,
+                     alone: bool = False) -> bool:
+    """Initialise the default process group when launched by torchrun (or, with `alone`, a group of
+    one process for ddp/fsdp without torchrun). Returns True if distributed. `timeout_s` bounds how
+    long a collective waits for a rank that hangs or died, so a run stops instead of hanging."""
+    if dist.is_initialized() or (world()[2] == 1 and not alone):
         return dist.is_initialized()
     from datetime import timedelta
 
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+    if backend == "nccl" and device.type != "cuda":
+        raise ValueError(f"backend nccl needs CUDA devices but the device is {device}; use --backend gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+    timeout = timedelta(seconds=timeout_s)
+    if world()[2] == 1 and "MASTER_ADDR" not in os.environ:  # not under torchrun: an in-memory store
+        dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
+    else:
+        dist.init_process_group(backend=backend, timeout=timeout)
     return True
 
 

@@ -136,6 +136,13 @@ def _cut(ids: list[int], tokenizer, stop: list[str], eos_id) -> tuple[str, list[
 def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, add_bos: bool = True,
              on_text: Callable[[int, str], None] | None = None) -> list[Completion]:
     """Text in, completions out: num_samples completions per prompt, in prompt order."""
+    family = model.cfg.family
+    if family == "seq2seq":  # the prompt is the encoder's input (inference/seq2seq.py)
+        from llmcycle.inference.seq2seq import generate_seq2seq
+
+        return generate_seq2seq(model, tokenizer, prompts, cfg, on_text)
+    if family != "decoder":
+        raise ValueError(f"a {family} model does not generate text; use `llmcycle fill-mask` for encoder runs")
     if not prompts:
         raise ValueError("no prompts given")
     context = model.cfg.max_seq_len

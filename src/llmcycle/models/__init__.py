@@ -13,4 +13,12 @@ def build_model(cfg: ModelConfig) -> nn.Module:
         from llmcycle.models.decoder import DecoderLM
 
         return DecoderLM(cfg)
-    raise ValueError(f"family {cfg.family!r} is not implemented yet; available: 'decoder'")
+    if cfg.family == "encoder":
+        from llmcycle.models.encoder import EncoderLM
+
+        return EncoderLM(cfg)
+    if cfg.family == "seq2seq":
+        from llmcycle.models.encoder_decoder import EncoderDecoderLM
+
+        return EncoderDecoderLM(cfg)
+    raise ValueError(f"family {cfg.family!r} is not implemented; available: 'decoder', 'encoder', 'seq2seq'")

@@ -57,22 +57,68 @@ def matmul_params(model: nn.Module) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
 
 
+def stack_params(model: nn.Module) -> dict[str, int]:
+    """Parameters per stack: shared (embeddings, head), encoder, decoder (its cross-attention
+    included), and cross_attention on its own. A decoder-only model has no encoder and vice versa."""
+    out = dict.fromkeys(("shared", "encoder", "decoder", "cross_attention"), 0)
+    for name, p in model.named_parameters():
+        stack = "encoder" if name.startswith("encoder.") else "shared" if name.startswith(("embed.", "head.")) else "decoder"
+        out[stack] += p.numel()
+        out["cross_attention"] += p.numel() if ".cross_attn." in name else 0
+    return out
+
+
 def attention_flops_per_token(cfg: ModelConfig, seq_len: int) -> int:
     """Forward FLOPs per token of QK^T and AV over a full (non-causally-skipped) T x T score matrix:
     2 matmuls x 2 FLOPs x seq_len x (n_head * head_dim), per attention layer."""
     return 4 * seq_len * cfg.n_head * cfg.hd * cfg.n_layer
 
 
+def seq2seq_forward_flops(cfg: ModelConfig, seq_len: int, model: nn.Module) -> int:
+    """Forward FLOPs of one span-corruption example: the encoder and the cross-attention key/value
+    projections see its S input tokens, the rest of the decoder its T target tokens; attention
+    scores cost 4 H D per (query, key) pair: S x S encoder, T x T decoder, T x S cross."""
+    from llmcycle.data.objectives import seq2seq_lengths
+
+    S, T = seq2seq_lengths(cfg, seq_len)
+    linear = sum(m.weight.numel() * (S if name.startswith("encoder.") or name.endswith("cross_attn.kv_proj") else T)
+                 for name, m in model.named_modules() if isinstance(m, nn.Linear))
+    scores = 4 * cfg.n_head * cfg.hd * (S * S * cfg.n_layer + (T * T + T * S) * cfg.dec_layers)
+    return 2 * linear + scores
+
+
 def flops_per_token(cfg: ModelConfig, seq_len: int, model: nn.Module | None = None, training: bool = True) -> int:
     """FLOPs per token: forward = 2 x matmul weights + attention scores; training = 3 x forward
-    (backward costs twice the forward). Equals 6N + 12 L H D T for a decoder (Kaplan/PaLM)."""
+    (backward costs twice the forward). Equals 6N + 12 L H D T for a decoder (Kaplan/PaLM), and
+    for the encoder too (its head runs on every position). For seq2seq a token is one of the
+    seq_len encoder input tokens, and the decoder's work on the shorter target is spread over them."""
     model = model if model is not None else meta_model(cfg)
-    fwd = 2 * matmul_params(model) + attention_flops_per_token(cfg, seq_len)
+    if cfg.family == "seq2seq":
+        fwd = round(seq2seq_forward_flops(cfg, seq_len, model) / seq_len)
+    else:
+        fwd = 2 * matmul_params(model) + attention_flops_per_token(cfg, seq_len)
     return 3 * fwd if training else fwd
 
 
-def measure_flops(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor | None = None, backward: bool = True) -> int:
-    """FLOPs counted by `torch.utils.flop_counter.FlopCounterMode` for one forward (and backward) pass.
+def family_costs(cfg: ModelConfig, seq_len: int) -> dict[str, dict[str, int]]:
+    """Parameters and training FLOPs per token of all three families at cfg's width and depth."""
+    import dataclasses
+
+    from llmcycle.config import FAMILIES, FAMILY_OPTIONS
+
+    unset = {name: None for names in FAMILY_OPTIONS.values() for name in names}
+    out = {}
+    for family in FAMILIES:
+        c = cfg if family == cfg.family else dataclasses.replace(cfg, family=family, **unset)
+        model = meta_model(c)
+        out[family] = {"params": param_groups(model)["total"], "flops_per_token": flops_per_token(c, seq_len, model)}
+    return out
+
+
+def measure_flops(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor | None = None, backward: bool = True,
+                  **inputs) -> int:
+    """FLOPs counted by `torch.utils.flop_counter.FlopCounterMode` for one forward (and backward) pass
+    of `model(idx, targets=targets, **inputs)` (e.g. dec_idx=... for seq2seq).
 
     SDPA runs on its math backend here: the fused CPU flash kernel is invisible to the counter,
     which would silently drop the attention-score FLOPs."""
@@ -80,7 +126,7 @@ def measure_flops(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor | N
     from torch.utils.flop_counter import FlopCounterMode
 
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        _, loss = model(idx, targets)
+        _, loss = model(idx, targets=targets, **inputs)
         if backward:
             loss.backward()
     return counter.get_total_flops()

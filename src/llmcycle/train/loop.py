@@ -21,15 +21,16 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from llmcycle.config import RunConfig
-from llmcycle.data.objectives import objective_for
+from llmcycle.data.objectives import objective_for, raw_length
 from llmcycle.data.loader import TokenWindows, eval_ids, global_batch_ids, rank_share
 from llmcycle.data.prepare import load_meta
 from llmcycle.models import build_model
 from llmcycle.models.accounting import flops_per_token
-from llmcycle.rundir import data_dir, latest_checkpoint, load_weights, weights_path
+from llmcycle.rundir import data_dir, latest_checkpoint, weights_path
 from llmcycle.runtime import (autocast, destroy_distributed, init_distributed, is_main, matmul_peak_flops,
                               pick_device, print0, seed_everything, world)
-from llmcycle.train.checkpoint import load_checkpoint, remove_partial, save_checkpoint
+from llmcycle.train import dist_checkpoint
+from llmcycle.train.checkpoint import remove_partial
 from llmcycle.train.optim import build_optimizer, lr_at, set_lr
 from llmcycle.train.parallel import no_sync, wrap_model
 
@@ -114,12 +115,14 @@ def train(run: Path, cfg: RunConfig, resume: bool = False, progress: bool = True
     """Train the model described by `cfg` on the shards in RUN/data. Returns the final loop state."""
     run, t = Path(run), cfg.train
     device = pick_device(t.device)
-    init_distributed(device)
+    owned = not dist.is_initialized()  # a caller's process group is left to the caller
+    init_distributed(device, None if t.backend == "auto" else t.backend, t.dist_timeout, alone=t.strategy != "single")
     rank, _, world_size = world()
     try:
         return _train(run, cfg, t, device, rank, world_size, resume, progress)
     finally:
-        destroy_distributed()
+        if owned:
+            destroy_distributed()
 
 
 def _train(run, cfg, t, device, rank, world_size, resume, progress):
@@ -137,6 +140,8 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
 
     seed_everything(t.seed)
     model = build_model(cfg.model).to(device)
+    # wrap before building the optimizer: FSDP replaces the parameters with sharded ones
+    wrapped = wrap_model(model, t.strategy, device, t.fsdp_shard, t.dtype)
     optimizer = build_optimizer(model, t)
     state = {"step": 0, "tokens": 0, "elapsed": 0.0, "total_steps": None, "tokens_per_step": t.batch_size * t.seq_len}
     removed = remove_partial(run) if is_main() else []
@@ -146,22 +151,22 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
         ckpt = latest_checkpoint(run)
         if ckpt is None:
             raise ValueError(f"--resume: no complete checkpoint in {run}/checkpoints; start without --resume")
-        state = load_checkpoint(ckpt, model, optimizer)
+        state = dist_checkpoint.load(ckpt, model, optimizer)  # any format, saved by any number of ranks
         print0(f"resumed from {ckpt.name} (step {state['step']}, {state['tokens']:,} tokens)")
         fixed = _budget_steps(cfg, state["tokens_per_step"])
         if t.max_time is None and fixed != state["total_steps"]:
             print0(f"budget changed: {state['total_steps']} -> {fixed} steps (the schedule stretches to match)")
             state["total_steps"] = fixed
     elif t.init_from:
-        load_weights(model, weights_path(Path(t.init_from)))
+        dist_checkpoint.load_weights_any(model, weights_path(Path(t.init_from)))
         print0(f"initialised weights from {t.init_from} (fresh optimizer and schedule)")
 
-    train_w = TokenWindows(data_dir(run), "train", t.seq_len)
-    val_w = TokenWindows(data_dir(run), "val", t.seq_len)
+    objective = objective_for(cfg.model.family, {**meta["tokenizer"], "vocab_size": meta["vocab_size"]}, cfg.model)
+    window = raw_length(objective, t.seq_len) - 1  # TokenWindows(.., n) cuts n + 1 tokens; the decoder's n is seq_len
+    train_w = TokenWindows(data_dir(run), "train", window)
+    val_w = TokenWindows(data_dir(run), "val", window)
     val_batches = eval_ids(len(val_w), t.eval_batches, min(t.batch_size, len(val_w)), t.seed)
     bytes_per_token = meta["splits"]["val"]["text_bytes"] / meta["splits"]["val"]["tokens"]
-    objective = objective_for(cfg.model.family, meta["tokenizer"])
-    wrapped = wrap_model(model, t.strategy, device)
     flops_tok = flops_per_token(cfg.model, t.seq_len, model)
     peak = matmul_peak_flops(device)
     if state["total_steps"] is None:
@@ -184,10 +189,7 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
                     bar.write(f"step {step}: val loss {last_val['val_loss']:.4f}, {last_val['val_bpb']:.3f} bits/byte")
                 state["val"] = last_val
             if (last or (step % t.ckpt_every == 0 and step > 0)) and step != resumed_at:
-                if is_main():
-                    save_checkpoint(run, step, model, optimizer, state, t.keep_checkpoints)
-                if dist.is_initialized():
-                    dist.barrier()
+                dist_checkpoint.save(run, step, model, optimizer, state, t.keep_checkpoints, t.strategy)
             if last:
                 break
             t0 = time.perf_counter()
