@@ -1,0 +1,162 @@
+"""`llmcycle plan`: memory, compute and scaling-law planner on the command line.
+
+Mounted by `llmcycle/cli.py` through `add_arguments(parser)` and `run(args)`; also runnable as
+`python -m llmcycle.plan.cli --preset gpt3-175b --tokens 300e9`. Prints tables (GB and GiB), or
+`--json` with the documented keys of docs/plan.md; `--plot out.png` draws memory per GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from llmcycle.plan import memory, scaling
+from llmcycle.plan.hardware import GPUS
+from llmcycle.plan.presets import PRESETS
+from llmcycle.plan.shape import FAMILIES, MLPS, NORMS, POS_EMBS
+
+DIMS = ("layers", "d_model", "heads", "kv_heads", "head_dim", "ffn", "vocab", "context", "family", "mlp", "pos_emb",
+        "norm", "n_decoder_layer")
+
+
+def _flt(s: str) -> float:
+    try:
+        return float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number (e.g. 7.5e9)") from None
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (one of)")
+    g.add_argument("--preset", help=f"named model: {', '.join(PRESETS)}")
+    g.add_argument("--hf-config", help="a Hugging Face config.json (or its folder)")
+    g.add_argument("--run", help="an llmcycle run directory (reads DIR/config.json)")
+    g.add_argument("--params", type=_flt, help="just a parameter count, e.g. 7.5e9 (no activations, no KV cache)")
+    g.add_argument("--layers", type=int, help="raw dims: number of blocks")
+    g.add_argument("--d-model", type=int)
+    g.add_argument("--heads", type=int)
+    g.add_argument("--kv-heads", type=int)
+    g.add_argument("--head-dim", type=int)
+    g.add_argument("--ffn", type=int, help="MLP hidden size (default 4 x d_model)")
+    g.add_argument("--vocab", type=int)
+    g.add_argument("--context", type=int)
+    g.add_argument("--family", choices=FAMILIES)
+    g.add_argument("--n-decoder-layer", type=int)
+    g.add_argument("--mlp", choices=MLPS)
+    g.add_argument("--pos-emb", choices=POS_EMBS)
+    g.add_argument("--norm", choices=NORMS)
+    g.add_argument("--untied", action="store_true", help="raw dims: separate output head")
+    g.add_argument("--list-presets", action="store_true")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    h = p.add_argument_group("hardware and training")
+    h.add_argument("--gpu", default="a100-80gb", help=f"one of {', '.join(GPUS)} (default a100-80gb)")
+    h.add_argument("--gpus", type=int, default=8, help="GPUs in the fleet (default 8)")
+    h.add_argument("--dtype", default="bf16", help="training precision: fp32, or bf16/fp16 mixed with fp32 master (default bf16)")
+    h.add_argument("--optimizer", default="adamw", help=f"one of {', '.join(memory.OPTIMIZER_STATE_BYTES)} (default adamw)")
+    h.add_argument("--zero", type=int, choices=(0, 1, 2, 3), help="highlight ZeRO stage (0 = plain DDP); all are tabulated")
+    h.add_argument("--strategy", help="or name it: ddp, zero1, zero2, zero3, fsdp-full, fsdp-grad-op")
+    h.add_argument("--tp", type=int, default=1, help="tensor-parallel degree")
+    h.add_argument("--pp", type=int, default=1, help="pipeline-parallel degree")
+    h.add_argument("--sp", action="store_true", help="sequence parallelism with tensor parallelism (Korthikanti)")
+    h.add_argument("--batch", type=int, default=1, help="micro-batch per GPU, sequences (default 1)")
+    h.add_argument("--seq", type=int, help="training sequence length (default: the model context)")
+    h.add_argument("--recompute", default="none", choices=memory.RECOMPUTE)
+    h.add_argument("--no-flash", action="store_true", help="attention scores are materialised (no flash/SDPA kernel)")
+    h.add_argument("--reserve-gib", type=float, default=1.0, help="GPU memory kept back for CUDA context etc. (default 1)")
+    h.add_argument("--infer-batch", type=int, default=1)
+    h.add_argument("--infer-seq", type=int, help="inference context for the KV cache (default: model context)")
+    h.add_argument("--list-gpus", action="store_true")
+    c = p.add_argument_group("compute and scaling")
+    c.add_argument("--tokens", type=_flt, help="training tokens, e.g. 300e9")
+    c.add_argument("--budget-flops", type=_flt, help="compute budget in FLOPs, e.g. 5.76e23")
+    c.add_argument("--budget-pf-days", type=_flt, help="compute budget in petaflop/s-days")
+    c.add_argument("--budget-gpu-hours", type=_flt, help="compute budget in GPU-hours of --gpu at --mfu")
+    c.add_argument("--mfu", type=_flt, default=0.4, help="model FLOPs utilisation (default 0.4)")
+    c.add_argument("--price", type=_flt, help="price per GPU-hour, for cost")
+    c.add_argument("--unique-tokens", type=_flt, help="tokens of data available (data-constrained advice)")
+    c.add_argument("--max-epochs", type=_flt, default=4.0, help="most passes over the data (Muennighoff: ~4)")
+    c.add_argument("--law", default="chinchilla", choices=scaling.LAWS, help="law for the data advice")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", action="store_true", help="machine-readable output (schema llmcycle.plan/1)")
+    o.add_argument("--plot", help="write a PNG of memory per GPU across strategies")
+
+
+def _dims(args) -> dict | None:
+    d = {k: getattr(args, k, None) for k in DIMS}
+    if all(v is None for v in d.values()):
+        return None
+    d = {k: v for k, v in d.items() if v is not None}
+    d["tied"] = not args.untied
+    return d
+
+
+def _budget(args) -> float | None:
+    from llmcycle.plan.compute import PF_DAY, flops_from_gpu_hours, peak_dtype
+
+    given = [x for x in (args.budget_flops, args.budget_pf_days, args.budget_gpu_hours) if x is not None]
+    if len(given) > 1:
+        raise ValueError("give one budget: --budget-flops, --budget-pf-days or --budget-gpu-hours")
+    if args.budget_pf_days is not None:
+        return args.budget_pf_days * PF_DAY
+    if args.budget_gpu_hours is not None:
+        return flops_from_gpu_hours(args.budget_gpu_hours, args.gpu, peak_dtype(args.gpu, args.dtype), args.mfu)
+    return args.budget_flops
+
+
+def make_plan(args) -> dict:
+    from llmcycle.plan.report import Settings, build_plan
+    from llmcycle.plan.source import resolve
+
+    info = resolve(args.preset, args.hf_config, args.run, None, args.params, _dims(args))
+    strategy = args.strategy or (f"zero{args.zero}" if args.zero is not None else "zero1")
+    st = Settings(gpu=args.gpu, gpus=args.gpus, dtype=args.dtype, optimizer=args.optimizer, strategy=strategy, tp=args.tp,
+                  pp=args.pp, sp=args.sp, batch=args.batch, seq=args.seq, recompute=args.recompute, flash=not args.no_flash,
+                  tokens=args.tokens, budget_flops=_budget(args), mfu=args.mfu, price=args.price,
+                  unique_tokens=args.unique_tokens, max_epochs=args.max_epochs, law=args.law,
+                  infer_batch=args.infer_batch, infer_seq=args.infer_seq, reserve_gib=args.reserve_gib)
+    return build_plan(info, st)
+
+
+def run(args) -> int:
+    if args.list_presets:
+        for k, p in PRESETS.items():
+            print(f"{k:18s} {p.published}{'M' if p.unit == 1e6 else 'B'} params  ({p.source})")
+        return 0
+    if args.list_gpus:
+        for g in GPUS.values():
+            print(f"{g.name:14s} {g.memory_gib:g} GiB  bf16 {g.bf16_tflops or '-'} / fp16 {g.fp16_tflops} / "
+                  f"fp32 {g.fp32_tflops} TFLOPS dense")
+        return 0
+    plan = make_plan(args)
+    if args.json:
+        from llmcycle.plan.report import json_safe
+
+        print(json.dumps(json_safe(plan), indent=2))
+    else:
+        from llmcycle.plan.tables import render
+
+        print(render(plan), end="")
+    if args.plot:
+        from llmcycle.plan.plot import plot_memory
+
+        out = plot_memory(plan, args.plot)
+        print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="llmcycle plan", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except ValueError as e:
+        p.error(str(e))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
