@@ -12,7 +12,9 @@ from llmcycle.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 
 SHARED = Path(os.environ.get("LLMCYCLE_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data"
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tiny test models gain nothing from intra-op threads, and on a busy 2-core machine the OpenMP
+# spin-waits of a second thread make them many times slower.
+torch.set_num_threads(1)
 
 
 def tiny_model(**kw) -> ModelConfig:

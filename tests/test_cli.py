@@ -106,6 +106,6 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", readme, re.S)
     first = blocks[0]
-    commands = [l for l in first.splitlines() if l and not l.startswith("#")]
+    commands = [l.split("  #")[0].strip() for l in first.splitlines() if l and not l.startswith("#")]
     assert len(commands) == 2 and "llmcycle run" in commands[0] and "pytest" in commands[1]
     assert commands[1] in (ROOT / ".ci" / "run").read_text()

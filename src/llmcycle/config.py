@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,21 +135,48 @@ class DataConfig:
     include: list[str] = field(default_factory=lambda: ["*.py", "*.txt", "*.md", "*.rst"])  # folder globs
     exclude: list[str] = field(default_factory=list)  # folder globs to skip
     text_field: str = "text"  # JSONL field holding the document
-    tokenizer: str = "bpe"  # bpe (trained here) | byte (no training)
+    tokenizer: str = "bpe"  # bpe (trained here) | byte (no training) | PATH: reuse a tokenizer.json or a run dir's (imported model)
     vocab_size: int = 4096  # BPE vocabulary, specials included
     val_fraction: float = 0.05  # fraction of documents held out, chosen by a seeded hash
     seed: int = 1337  # seeds the train/validation split
     strict: bool = False  # undecodable files raise instead of being skipped
     max_bytes: int | None = None  # stop reading after this many bytes of text (quick runs)
     shard_tokens: int = 50_000_000  # tokens per shard file
+    mix: list[str] = field(default_factory=list)  # data mixture, replaces source: [NAME=]SOURCE:WEIGHT ... (e.g. fin.jsonl:0.5 default:0.5)
 
     def __post_init__(self) -> None:
-        _choice("tokenizer", self.tokenizer, ("bpe", "byte"))
+        if self.tokenizer not in ("bpe", "byte") and not (
+                "/" in self.tokenizer or self.tokenizer.endswith(".json") or Path(self.tokenizer).exists()):
+            raise ValueError(f"tokenizer={self.tokenizer!r} is not valid; choose 'bpe', 'byte', or the path of a "
+                             "tokenizer.json or run directory whose tokenizer to reuse")
+        mixture_parts(self.mix)  # validates the entries
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.tokenizer == "bpe" and self.vocab_size < 300:
             raise ValueError(f"vocab_size={self.vocab_size} is too small for BPE; use >= 300 or --tokenizer byte")
         _positive("shard_tokens", self.shard_tokens)
+
+
+def mixture_parts(mix: list[str]) -> list[tuple[str, str, float]]:
+    """`--mix` entries `[NAME=]SOURCE:WEIGHT` -> [(name, source, weight)], weights normalised to sum to 1.
+    NAME (a folder under RUN/data and the label of the per-source validation loss) defaults to the source's stem."""
+    parts = []
+    for entry in mix:
+        name, _, rest = entry.rpartition("=") if "=" in entry.split(":")[0] else ("", "", entry)
+        source, _, weight = rest.rpartition(":")
+        try:
+            w = float(weight)
+        except ValueError:
+            w = -1.0
+        if not source or w <= 0:
+            raise ValueError(f"--mix entry {entry!r} must be [NAME=]SOURCE:WEIGHT with a weight > 0, e.g. finance.jsonl:0.5")
+        name = name or ("default" if source == "default" else Path(source).stem or "source")
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        while name in [p[0] for p in parts]:
+            name += "_"
+        parts.append((name, source, w))
+    total = sum(p[2] for p in parts)
+    return [(n, s, w / total) for n, s, w in parts]
 
 
 @dataclass

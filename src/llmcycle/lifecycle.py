@@ -2,6 +2,9 @@
 
     scope (config) -> prepare (corpus, tokenizer, shards) -> pretrain (time budget) ->
     evaluate (validation loss, bits per byte) -> prompt (greedy and two sampling settings) -> report.md
+
+`--family encoder|seq2seq` trains the masked-LM encoder or the span-corruption encoder-decoder of
+the same width and depth instead; their samples are fill-mask predictions and span infilling.
 """
 
 from __future__ import annotations
@@ -28,13 +31,14 @@ SETTINGS = [
 ]
 
 
-def default_config(source: str, budget: float, max_bytes: int | None) -> RunConfig:
-    """The default run: a small Llama-style decoder sized for ~3 minutes on two CPU cores."""
+def default_config(source: str, budget: float, max_bytes: int | None, family: str = "decoder") -> RunConfig:
+    """The default run: a small Llama-style decoder (or an encoder / encoder-decoder of the same
+    width and depth, `family`) sized for ~3 minutes on two CPU cores."""
     return RunConfig(
         # ~1.3M parameters (half in the tied embedding), ~10 MFLOPs per training token: on two
         # cores that is ~1.5M tokens in three minutes. Chinchilla would pick an even smaller model
         # for this compute; this size still writes recognisable Python.
-        model=ModelConfig(n_layer=4, d_model=128, n_head=4, max_seq_len=256),
+        model=ModelConfig(family=family, n_layer=4, d_model=128, n_head=4, max_seq_len=256),
         data=DataConfig(source=source, max_bytes=max_bytes),
         train=TrainConfig(seq_len=256, batch_size=16, lr=3e-3, warmup_steps=20, max_time=budget,
                           eval_every=50, eval_batches=8, ckpt_every=100),
@@ -63,13 +67,27 @@ def sample_table(model, tok, prompts: list[str], settings: list[SamplingConfig],
     return rows
 
 
+def family_samples(model, tok, family: str) -> list[dict]:
+    """Completions for a decoder, fill-mask predictions for an encoder, span infilling for seq2seq."""
+    from llmcycle import families
+
+    if family == "encoder":
+        print("[3/4] fill-mask: the top 5 tokens for each <mask>")
+        return families.fill_mask_rows(model, tok)
+    if family == "seq2seq":
+        print("[3/4] span infilling: greedy and two sampling settings")
+        return families.infill_rows(model, tok, SETTINGS)
+    print("[3/4] prompt: greedy and two sampling settings")
+    return sample_table(model, tok, CODE_PROMPTS, SETTINGS)
+
+
 def run_lifecycle(args) -> dict:
     from llmcycle.data.prepare import prepare
     from llmcycle.train.loop import train
 
     out = Path(args.out)
     _fresh_dir(out)
-    cfg = default_config(args.corpus, args.budget, args.max_bytes)
+    cfg = default_config(args.corpus, args.budget, args.max_bytes, getattr(args, "family", "decoder"))
     progress = not args.quiet
     print(f"[1/4] prepare: corpus={cfg.data.source!r} -> {data_dir(out)}")
     meta = prepare(cfg.data, data_dir(out), progress=progress)
@@ -78,12 +96,12 @@ def run_lifecycle(args) -> dict:
     print(f"      {meta['splits']['train']['tokens']:,} train / {meta['splits']['val']['tokens']:,} val tokens, vocab {meta['vocab_size']}")
     print(f"[2/4] train: {cfg.train.max_time:.0f} s budget")
     state = train(out, cfg, progress=progress)
-    print("[3/4] prompt: greedy and two sampling settings")
     model, _ = load_model(out)
     tok = load_tokenizer(out)
-    samples = sample_table(model, tok, CODE_PROMPTS, SETTINGS)
+    samples = family_samples(model, tok, cfg.model.family)
     print("[4/4] report")
     summary = write_report(out, cfg, meta, state, samples, model)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    print(f"done: {out / 'report.md'}  (val loss {summary['val_loss']:.3f}, {summary['val_bpb']:.3f} bits/byte)")
+    bpb = f", {summary['val_bpb']:.3f} bits/byte" if summary["val_bpb"] is not None else ""
+    print(f"done: {out / 'report.md'}  (val loss {summary['val_loss']:.3f}{bpb})")
     return summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llmcycle import families
 from llmcycle.config import RunConfig
 from llmcycle.models.accounting import param_groups
 
@@ -56,36 +57,40 @@ def write_report(run: Path, cfg: RunConfig, meta: dict, state: dict, samples: li
         "params": params["total"], "non_embedding_params": non_emb, "tokens": state["tokens"],
         "tokens_per_param": state["tokens"] / params["total"], "flops": flops, "pf_days": flops / PF_DAY,
         "flops_per_token": state["flops_per_token"], "steps": state["step"], "train_seconds": state["elapsed"],
-        "val_loss": val["val_loss"], "val_bpb": val["val_bpb"],
+        "val_loss": val["val_loss"], "val_bpb": val["val_bpb"] if cfg.model.family == "decoder" else None,
     }
     m, t = cfg.model, cfg.train
     lines = [
         f"# llmcycle run: {run.name}", "",
         "## Configuration",
-        f"- model: {m.family}, {m.n_layer} layers, width {m.d_model}, {m.n_head} heads "
+        f"- model: {m.family}, {families.layers_text(m)}, width {m.d_model}, {m.n_head} heads "
         f"({m.kv_heads} key/value), MLP {m.mlp} {m.ffn}, {m.norm}, {m.pos_emb} positions, context {m.max_seq_len}, "
         f"vocab {m.vocab_size}, tied embeddings: {m.tie_embeddings}",
         f"- data: {cfg.data.source} ({meta['splits']['train']['tokens']:,} train / {meta['splits']['val']['tokens']:,} validation tokens, "
         f"{cfg.data.tokenizer} tokenizer)",
         f"- training: batch {t.batch_size} x {t.seq_len} tokens, AdamW lr {t.lr:g} (warmup {t.warmup_steps}, cosine to "
         f"{t.lr * t.min_lr_ratio:g}), weight decay {t.weight_decay}, clip {t.grad_clip}, dtype {t.dtype}",
+        families.objective_line(cfg),
         "- full config: `config.json`", "",
         "## Accounting (measured from the model)",
         "| group | parameters |", "|---|---:|",
         *[f"| {g} | {n:,} |" for g, n in params.items() if g != "total" and n],
         f"| **total** | **{params['total']:,}** |", "",
+        *[line for line in (families.stack_line(model),) if line],
         f"- tokens seen: {state['tokens']:,} in {state['step']} steps ({state['elapsed']:.0f} s of training): "
         f"{summary['tokens_per_param']:.2f} tokens per parameter (Chinchilla's compute-optimal ratio is ~20)",
         f"- compute: {state['flops_per_token']:,} FLOPs per training token x {state['tokens']:,} tokens = "
-        f"{flops:.3e} FLOPs = {summary['pf_days']:.2e} petaflop/s-days", "",
+        f"{flops:.3e} FLOPs = {summary['pf_days']:.2e} petaflop/s-days",
+        families.compute_comparison(cfg), "",
         "## Evaluation",
-        f"- validation loss {val['val_loss']:.4f} nats/token, {val['val_bpb']:.4f} bits per byte", "",
+        families.evaluation_line(m.family, val), "",
         "![loss curve](loss.png)", "",
-        "## Samples", "Each prompt completed under each setting (seed 0). The prompt is shown before the completion.", "",
+        "## Samples", families.SAMPLE_INTRO[m.family], "",
     ]
     for s in samples:
-        lines += [f"### {s['setting']} ({s['finish']})", _md_block(s["prompt"] + s["completion"]), ""]
+        lines += [f"### {s['setting']} ({s['finish']})", _md_block(s.get("shown", s["prompt"] + s["completion"])), ""]
     (run / "report.md").write_text("\n".join(lines), encoding="utf-8")
-    samples_md = ["# Samples", ""] + [f"## {s['setting']}\n{_md_block(s['prompt'] + s['completion'])}\n" for s in samples]
+    samples_md = ["# Samples", ""] + [f"## {s['setting']}\n{_md_block(s.get('shown', s['prompt'] + s['completion']))}\n"
+                                      for s in samples]
     (run / "samples.md").write_text("\n".join(samples_md), encoding="utf-8")
     return summary

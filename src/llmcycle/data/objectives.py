@@ -50,7 +50,7 @@ def objective_for(family: str, tokenizer_meta: dict | None = None, cfg=None) -> 
 
 MLM_DEFAULTS = {"mlm_probability": 0.15, "mlm_mask_fraction": 0.8, "mlm_random_fraction": 0.1}  # BERT
 SPAN_DEFAULTS = {"noise_density": 0.15, "mean_span_length": 3.0}  # T5
-MAX_REDRAWS = 64  # span layouts drawn per row before placing the spans first-fit around special tokens
+MAX_REDRAWS = 64  # span layouts drawn per row before placing even spans first-fit around special tokens
 
 
 def option(cfg, name: str) -> float:
@@ -239,8 +239,9 @@ class SpanCorruption:
                 return mask
             mask[bad] = t5_noise_mask(int(bad.sum()), L, n_noise, n_spans, generator)
             bad = (mask & special).any(1)
-        for r in bad.nonzero().flatten().tolist():  # crowded with specials: place the spans first-fit
-            mask[r] = first_fit_mask(special[r], _segments(n_noise, n_spans, 1, generator)[0].tolist())
+        even = [n_noise // n_spans + (k < n_noise % n_spans) for k in range(n_spans)]
+        for r in bad.nonzero().flatten().tolist():  # crowded with specials: even spans, placed first-fit
+            mask[r] = first_fit_mask(special[r], even)
         return mask
 
     def __call__(self, batch: torch.Tensor, generator: torch.Generator | None = None) -> dict:

@@ -1,0 +1,131 @@
+"""Generation for encoder-decoder (seq2seq) runs: the prompt is the encoder's input.
+
+    input ids (right-padded) -> encode once -> cross-attention keys/values once per input
+    decoder: start token -> sample next (every sampling control) -> feed it through a KV cache ...
+
+Each `<mask>` in the input text becomes the next sentinel, as in span corruption, so the model
+writes `<|sentinel_0|> span <|sentinel_1|> span ...`; `infill` puts the spans back into the text.
+`use_cache=False` recomputes encoder and decoder for every token: the reference the cached
+path is tested against.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Callable
+
+import torch
+
+from llmcycle.data.objectives import TokenRoles, split_spans
+from llmcycle.inference.fill_mask import encode_marked, replace_markers
+from llmcycle.inference.generate import Completion, GenerationConfig, _cut
+from llmcycle.inference.kv_cache import KVCache
+from llmcycle.inference.sampling import SamplingConfig, sample_next
+
+NO_INPUT = "seq2seq generation needs an input: give the text to transform (mark spans to fill with <mask>)"
+
+
+def encode_input(tok, text: str) -> list[int]:
+    """Input text -> encoder ids, the k-th `<mask>` becoming sentinel k."""
+    return encode_marked(tok, text, itertools.cycle(tok.sentinel_ids or [tok.mask_id]))
+
+
+def _right_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """-> idx (B, S), pad (B, S) True at padding (None if no row is padded)."""
+    S = max(len(r) for r in rows)
+    idx = torch.full((len(rows), S), pad_id, dtype=torch.long, device=device)
+    for i, r in enumerate(rows):
+        idx[i, :len(r)] = torch.tensor(r, device=device)
+    lengths = torch.tensor([len(r) for r in rows], device=device)
+    pad = torch.arange(S, device=device)[None, :] >= lengths[:, None]
+    return idx, pad if bool(pad.any()) else None
+
+
+@torch.inference_mode()
+def generate_seq2seq_ids(model, inputs: list[list[int]], max_new_tokens: int, sampling: SamplingConfig,
+                         generator: torch.Generator | None = None, start_id: int = 0, eos_id: int | None = None,
+                         pad_id: int = 0, use_cache: bool = True,
+                         on_step: Callable[[torch.Tensor], bool] | None = None) -> list[list[int]]:
+    """Decode up to max_new_tokens for each input (lists of ids). Returns the new ids per row."""
+    if not inputs or any(len(r) == 0 for r in inputs):
+        raise ValueError(NO_INPUT)
+    model.eval()
+    cfg, device = model.cfg, next(model.parameters()).device
+    src, src_pad = _right_pad(inputs, pad_id, device)  # (B, S)
+    B = src.shape[0]
+    memory_kv = model.cross_kv(model.encode(src, src_pad))  # once per input: dec_layers x (k, v)
+    max_new_tokens = min(max_new_tokens, cfg.max_seq_len)  # decoder positions 0 .. max_new_tokens-1 are fed
+    dec = torch.full((B, 1), start_id, dtype=torch.long, device=device)
+    cache = None
+    if use_cache:
+        dtype = next(model.parameters()).dtype
+        cache = KVCache(cfg.dec_layers, B, cfg.kv_heads, cfg.hd, max_new_tokens, device, dtype)
+    logits = model.decode(dec, memory_kv, src_pad, cache, last_only=True)  # (B, 1, V)
+    out = torch.empty(B, 0, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    for _ in range(max_new_tokens):
+        nxt = sample_next(logits[:, -1], sampling, generator)  # (B,)
+        out = torch.cat([out, nxt[:, None]], 1)
+        if eos_id is not None:
+            done |= nxt == eos_id
+        if bool(done.all()) or (on_step is not None and on_step(nxt)) or out.shape[1] == max_new_tokens:
+            break
+        if use_cache:
+            logits = model.decode(nxt[:, None], memory_kv, src_pad, cache)
+        else:
+            logits, _ = model(src, torch.cat([dec, out], 1), src_pad=src_pad, last_only=True)
+    return [row.tolist() for row in out]
+
+
+def _encode_inputs(tok, prompts: list[str], context: int, truncate: str) -> list[list[int]]:
+    rows = []
+    for p in prompts:
+        ids = encode_input(tok, p)
+        if not ids:
+            raise ValueError(NO_INPUT)
+        if len(ids) > context and truncate != "left":
+            raise ValueError(f"input is {len(ids)} tokens but the encoder's context is {context}; "
+                             f"shorten it or pass --truncate left to keep its last {context} tokens")
+        rows.append(ids[-context:])
+    return rows
+
+
+def generate_seq2seq(model, tok, prompts: list[str], cfg: GenerationConfig,
+                     on_text: Callable[[int, str], None] | None = None) -> list[Completion]:
+    """Text in, target text out (sentinels kept): num_samples completions per input, in order."""
+    if not prompts:
+        raise ValueError(NO_INPUT)
+    encoded = _encode_inputs(tok, prompts, model.cfg.max_seq_len, cfg.truncate)
+    rows = [ids for ids in encoded for _ in range(cfg.num_samples)]
+    generator = None
+    if cfg.seed is not None:
+        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
+    eos_id = tok.eos_id if cfg.stop_at_eos else None
+    streamed, history = [""] * len(rows), [[] for _ in rows]
+
+    def on_step(nxt: torch.Tensor) -> bool:
+        finished = True
+        for r, t in enumerate(nxt.tolist()):
+            history[r].append(t)
+            text, _, reason = _cut(history[r], tok, cfg.stop, eos_id)
+            if on_text is not None and not text.endswith("\ufffd") and len(text) > len(streamed[r]):
+                on_text(r, text[len(streamed[r]):])
+                streamed[r] = text
+            finished &= reason != "length"
+        return finished
+
+    roles = TokenRoles.from_tokenizer(tok)
+    new = generate_seq2seq_ids(model, rows, cfg.max_new_tokens, cfg.sampling, generator, roles.decoder_start_id,
+                               eos_id, tok.pad_id or 0, cfg.use_cache,
+                               on_step if on_text is not None or cfg.stop else None)
+    out = []
+    for r, ids in enumerate(new):
+        text, ids, reason = _cut(ids, tok, cfg.stop, eos_id)
+        out.append(Completion(prompts[r // cfg.num_samples], text, ids, reason))
+    return out
+
+
+def infill(tok, prompt: str, target_ids: list[int], mark: tuple[str, str] = ("[[", "]]")) -> str:
+    """The input text with its k-th `<mask>` replaced by the k-th generated span, between `mark`s."""
+    spans = split_spans(target_ids, tok.sentinel_ids, tok.eos_id)
+    return replace_markers(prompt, (mark[0] + tok.decode(s) + mark[1] for s in spans))
