@@ -8,6 +8,8 @@
 Everything is written into `.step_N.tmp/`, each file fsynced, then the directory is renamed to
 `step_N` and its parent fsynced. A crash at any point leaves either no `step_N` or a whole one,
 and the previous checkpoint untouched. Old checkpoints beyond `keep` are deleted after.
+This is the single-process format; under ddp/fsdp `dist_checkpoint.py` writes a sharded one
+(same model.safetensors and state.json, optimizer state in `dcp/`), and loads either.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from llmcycle.config import RunConfig
 from llmcycle.data.objectives import objective_for, raw_length
 from llmcycle.data.loader import TokenWindows, eval_ids, global_batch_ids, rank_share
+from llmcycle.data.mixture import open_windows, source_windows
 from llmcycle.data.prepare import load_meta
 from llmcycle.models import build_model
 from llmcycle.models.accounting import flops_per_token
@@ -163,9 +164,11 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
 
     objective = objective_for(cfg.model.family, {**meta["tokenizer"], "vocab_size": meta["vocab_size"]}, cfg.model)
     window = raw_length(objective, t.seq_len) - 1  # TokenWindows(.., n) cuts n + 1 tokens; the decoder's n is seq_len
-    train_w = TokenWindows(data_dir(run), "train", window)
-    val_w = TokenWindows(data_dir(run), "val", window)
+    train_w = open_windows(data_dir(run), "train", window)  # a --mix mixture: weighted over its sources
+    val_w = open_windows(data_dir(run), "val", window)
     val_batches = eval_ids(len(val_w), t.eval_batches, min(t.batch_size, len(val_w)), t.seed)
+    val_parts = {name: (w, eval_ids(len(w), t.eval_batches, min(t.batch_size, len(w)), t.seed))
+                 for name, w in source_windows(data_dir(run), "val", window).items()}  # per-source validation
     bytes_per_token = meta["splits"]["val"]["text_bytes"] / meta["splits"]["val"]["tokens"]
     flops_tok = flops_per_token(cfg.model, t.seq_len, model)
     peak = matmul_peak_flops(device)
@@ -183,6 +186,9 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
             if step % t.eval_every == 0 or last:
                 t0 = time.perf_counter()
                 last_val = evaluate(model, val_w, val_batches, device, t.dtype, bytes_per_token, objective, t.seed)
+                for name, (w, ids) in val_parts.items():
+                    last_val[f"val_loss/{name}"] = evaluate(model, w, ids, device, t.dtype, bytes_per_token,
+                                                            objective, t.seed)["val_loss"]
                 eval_time = time.perf_counter() - t0
                 metrics.log(step=step, tokens=state["tokens"], **last_val)
                 if is_main() and progress:

@@ -22,6 +22,7 @@ in that dtype and reduces gradients in float32 (`MixedPrecisionPolicy`).
 from __future__ import annotations
 
 import contextlib
+import uuid
 from dataclasses import dataclass
 
 import torch
@@ -52,8 +53,14 @@ def wrap_model(model: nn.Module, strategy: str, device: torch.device, fsdp_shard
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
-    """The repeated layers: every element of every ModuleList (decoder blocks, encoder blocks...)."""
-    return [block for m in model.modules() if isinstance(m, nn.ModuleList) for block in m]
+    """The repeated layers: the elements of each outermost ModuleList (decoder blocks, encoder
+    blocks...); a ModuleList inside a block stays in that block's group."""
+    blocks, lists = [], []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.ModuleList) and not any(name.startswith(f"{outer}.") for outer in lists):
+            lists.append(name)
+            blocks.extend(m)
+    return blocks
 
 
 def shard_model(model: nn.Module, device: torch.device, fsdp_shard: str = "full", dtype: str = "float32") -> nn.Module:
@@ -210,7 +217,7 @@ def launch(nproc: int, fn, *args, options: LaunchOptions | None = None) -> dict[
     o = options or LaunchOptions()
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc, rdzv_backend="c10d",
                           rdzv_endpoint=f"127.0.0.1:{free_port()}", rdzv_timeout=o.rdzv_timeout,
-                          run_id=f"llmcycle-{free_port()}", max_restarts=o.max_restarts,
+                          run_id=f"llmcycle-{uuid.uuid4().hex[:8]}", max_restarts=o.max_restarts,
                           monitor_interval=o.monitor_interval, start_method="spawn")
     try:
         return elastic_launch(config, fn)(*args)
@@ -228,12 +235,14 @@ def train_processes(nproc: int, run, cfg, resume: bool = False, progress: bool =
         raise ValueError("--nproc starts its own workers; under torchrun leave it out (torchrun's "
                          "--nproc_per_node says how many)")
     if cfg.train.strategy == "single" and nproc > 1:
-        raise ValueError(f"--nproc {nproc} needs --strategy ddp or fsdp (single would train {nproc} unrelated replicas)")
+        raise ValueError(f"--nproc {nproc} needs --strategy ddp or fsdp "
+                         f"(single would train {nproc} unrelated replicas)")
     try:
         return launch(nproc, train_worker, str(run), cfg.to_dict(), resume, progress)[0]
     except WorkerFailed as e:
         ckpt = latest_checkpoint(run)
-        hint = f"; the last complete checkpoint is {ckpt} (continue with --resume)" if ckpt else "; no checkpoint was saved"
+        hint = f"; the last complete checkpoint is {ckpt} (continue with --resume)" if ckpt else \
+            "; no checkpoint was saved"
         raise WorkerFailed(f"{e}{hint}", e.rank, e.exitcode) from None
 
 
