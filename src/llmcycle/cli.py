@@ -3,7 +3,12 @@
     llmcycle run                      the whole lifecycle on the default corpus in ~3 minutes
     llmcycle prepare --run DIR        corpus -> tokenizer -> token shards
     llmcycle train --run DIR          pretrain under a budget (steps, tokens or seconds); --resume
-    llmcycle generate --run DIR ...   prompt -> completion with every sampling control
+    llmcycle generate --run DIR ...   prompt -> completion with every sampling control (--chat: chat template)
+    llmcycle fill-mask --run DIR TEXT top-k candidates for each <mask> (encoder runs)
+    llmcycle chat --run DIR           interactive chat with streaming output and history
+    llmcycle import SOURCE --out DIR  Hugging Face folder / hub name / GGUF file -> run directory
+    llmcycle export --run DIR --to hf OUT   a run's decoder -> Hugging Face folder
+    llmcycle eval --run DIR --task T  zero/one/few-shot evaluation: metric per shot count, eval/<task>.json
     llmcycle plan ...                 memory / compute / scaling-law planner
 
 Config flags are generated from the dataclasses in `config.py`; their help is the comment on
@@ -87,11 +92,20 @@ def cmd_prepare(args) -> int:
     base = RunConfig.load(config_path(run)) if config_path(run).is_file() else RunConfig()
     data = merged(base.data, DataConfig, args)
     meta = prepare(data, data_dir(run), progress=not args.quiet)
-    model = dataclasses.replace(base.model, vocab_size=meta["vocab_size"])
+    vocab = meta["vocab_size"] if data.tokenizer in ("bpe", "byte") else max(meta["vocab_size"], base.model.vocab_size)
+    model = dataclasses.replace(base.model, vocab_size=vocab)  # a reused tokenizer may be smaller than the embedding
     RunConfig(model=model, data=data, train=base.train).save(config_path(run))
     print(f"prepared {meta['splits']['train']['tokens']:,} train and {meta['splits']['val']['tokens']:,} val tokens "
           f"({meta['vocab_size']} vocab) in {data_dir(run)}")
     return 0
+
+
+def _init_model_config(src: Path) -> ModelConfig:
+    """The ModelConfig of an --init-from source: a run directory or one of its checkpoints."""
+    for path in (src / "config.json", src.parent.parent / "config.json"):
+        if path.is_file():
+            return RunConfig.load(path).model
+    raise ValueError(f"--init-from {src}: no config.json there or in its run directory")
 
 
 def cmd_train(args) -> int:
@@ -102,7 +116,10 @@ def cmd_train(args) -> int:
     if not config_path(run).is_file():
         raise ValueError(f"{run} has no config.json: run `llmcycle prepare --run {run}` first")
     base = RunConfig.load(config_path(run))
-    cfg = RunConfig(model=merged(base.model, ModelConfig, args), data=base.data,
+    model = base.model
+    if getattr(args, "init_from", None) and not args.resume:  # continued pretraining: the architecture comes along
+        model = _init_model_config(Path(args.init_from))
+    cfg = RunConfig(model=merged(model, ModelConfig, args), data=base.data,
                     train=merged(base.train, TrainConfig, args))
     if not args.resume:
         cfg.save(config_path(run))
@@ -116,7 +133,9 @@ def cmd_train(args) -> int:
         except WorkerFailed as e:
             print(f"llmcycle train: error: {e}", file=sys.stderr)
             return 1
-    print(f"trained {state['step']} steps, {state['tokens']:,} tokens; val loss {state['val']['val_loss']:.4f}")
+    from llmcycle.runtime import print0  # under torchrun every rank gets here
+
+    print0(f"trained {state['step']} steps, {state['tokens']:,} tokens; val loss {state['val']['val_loss']:.4f}")
     return 0
 
 
@@ -156,27 +175,68 @@ def add_generation_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--truncate", choices=["error", "left"], default="error",
                    help="a prompt longer than the context: error, or keep its last tokens (default: error)")
     g.add_argument("--no-cache", action="store_true", help="recompute the whole context per token (slow reference)")
+    g.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                   help="weight-only int8/int4 linear layers: faster CPU decoding, approximate (default: fp32, exact)")
 
 
 def cmd_generate(args) -> int:
+    from llmcycle.inference.chat import chat_encoder, prompt_style
     from llmcycle.inference.generate import generate
     from llmcycle.rundir import load_model, load_tokenizer
 
     prompts = _read_prompts(args)
     model, _ = load_model(Path(args.run))
+    if args.quantize:
+        from llmcycle.inference.weight_only import quantize_weights
+
+        quantize_weights(model, args.quantize)
     tok = load_tokenizer(Path(args.run))
     gen = generation_config(args)
+    style = prompt_style(Path(args.run), tok)
+    encode = chat_encoder(tok, style, args.system) if args.chat else None  # --chat: each prompt is a user turn
     stream = len(prompts) * gen.num_samples == 1
     on_text = (lambda r, piece: print(piece, end="", flush=True)) if stream else None
-    if stream:
-        print(prompts[0], end="", flush=True)
-    outs = generate(model, tok, prompts, gen, on_text=on_text)
+    seq2seq = model.cfg.family == "seq2seq"  # the prompt is the encoder's input; the output stands apart
+    if stream and not args.chat:
+        print(prompts[0] + ("\n=> " if seq2seq else ""), end="", flush=True)
+    outs = generate(model, tok, prompts, gen, add_bos=style.add_bos, on_text=on_text, encode=encode)
     if stream:
         print()
         return 0
     for i, c in enumerate(outs):
         print(f"--- prompt {i // gen.num_samples + 1}, sample {i % gen.num_samples + 1} ({c.finish_reason})")
-        print(c.prompt + c.text)
+        print(c.text if args.chat else c.prompt + ("\n=> " if seq2seq else "") + c.text)
+    return 0
+
+
+def cmd_fill_mask(args) -> int:
+    from llmcycle.inference.fill_mask import fill_mask, filled_text
+    from llmcycle.rundir import load_model, load_tokenizer
+
+    text = sys.stdin.read() if args.text == "-" else args.text
+    model, _ = load_model(Path(args.run))
+    tok = load_tokenizer(Path(args.run))
+    preds = fill_mask(model, tok, text, args.top_k)
+    for p in preds:
+        print(f"<mask> {p.index + 1} (token {p.position}):")
+        for token, prob in p.candidates:
+            print(f"  {prob:7.2%}  {token!r}")
+    print(f"most likely: {filled_text(text, preds)!r}")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from llmcycle.inference.chat import ChatSession, interactive, prompt_style
+    from llmcycle.rundir import load_model, load_tokenizer
+
+    model, _ = load_model(Path(args.run))
+    if args.quantize:
+        from llmcycle.inference.weight_only import quantize_weights
+
+        quantize_weights(model, args.quantize)
+    tok = load_tokenizer(Path(args.run))
+    session = ChatSession(model, tok, prompt_style(Path(args.run), tok), generation_config(args), args.system)
+    interactive(session, sys.stdin, sys.stdout, banner=f"chatting with {args.run} ({session.gen.sampling.describe()}); ")
     return 0
 
 
@@ -218,14 +278,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("prompt", nargs="*", help="prompt text(s); '-' reads stdin")
     p.add_argument("--file", help="read prompts from a file")
     p.add_argument("--separator", default="\n\n\n", help="separates prompts in --file (default: two blank lines)")
+    p.add_argument("--chat", action="store_true", help="apply the model's chat template: each prompt is a user turn")
+    p.add_argument("--system", default=None, help="system message for --chat (default: the template's own)")
     add_generation_flags(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("fill-mask", help="the top-k candidates for each <mask> in a text (encoder runs)")
+    p.add_argument("--run", required=True, help="run directory with a trained encoder (--family encoder)")
+    p.add_argument("text", help="text with one or more <mask>; '-' reads stdin")
+    p.add_argument("--top-k", type=int, default=5, help="candidates shown per mask (default: 5)")
+    p.set_defaults(func=cmd_fill_mask)
+
+    p = sub.add_parser("chat", help="talk with the (instruction-tuned) model of RUN: streaming, history, sampling")
+    p.add_argument("--run", required=True, help="run directory with a model that has a chat template")
+    p.add_argument("--system", default=None, help="system message (default: the template's own)")
+    add_generation_flags(p)
+    p.set_defaults(func=cmd_chat)
+
+    from llmcycle.hub.cli import add_export_arguments, add_import_arguments, run_export, run_import
+
+    p = sub.add_parser("import", help="a Hugging Face folder, hub model or GGUF file -> a run directory")
+    add_import_arguments(p)
+    p.set_defaults(func=run_import)
+    p = sub.add_parser("export", help="a run's decoder -> a Hugging Face folder (--to hf OUT)")
+    add_export_arguments(p)
+    p.set_defaults(func=run_export)
+
+    from llmcycle.evaluation.cli import add_arguments as eval_args, run as eval_run
+
+    p = sub.add_parser("eval", help="zero/one/few-shot evaluation on a task (metric per shot count)", formatter_class=fmt)
+    eval_args(p)
+    p.set_defaults(func=eval_run)
 
     p = sub.add_parser("run", help="the whole lifecycle on the default corpus: prepare, train, evaluate, prompt")
     p.add_argument("--out", default="runs/default", help="run directory (default: runs/default)")
     p.add_argument("--budget", type=float, default=180.0, help="training budget in seconds (default: 180)")
     p.add_argument("--corpus", default="default", help="text file, folder, .jsonl, or 'default' = Python stdlib source")
     p.add_argument("--max-bytes", type=int, default=None, help="read at most this many bytes of the corpus (default: all)")
+    p.add_argument("--family", choices=["decoder", "encoder", "seq2seq"], default="decoder",
+                   help="decoder (causal LM), encoder (masked LM) or seq2seq (span corruption) (default: decoder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 

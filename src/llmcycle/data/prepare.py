@@ -111,11 +111,16 @@ class _Split:
         self.text_bytes += text_bytes
 
 
-def prepare(cfg: DataConfig, out_dir: Path, progress: bool = True) -> dict:
-    """Build tokenizer.json, token shards and meta.json in `out_dir` from `cfg`; return the meta."""
+def prepare(cfg: DataConfig, out_dir: Path, progress: bool = True, tokenizer: Tokenizer | None = None) -> dict:
+    """Build tokenizer.json, token shards and meta.json in `out_dir` from `cfg`; return the meta.
+    `tokenizer`: use this one instead of making one from cfg.tokenizer (the parts of a mixture share one)."""
+    if cfg.mix:  # several sources at given proportions: data/mixture.py
+        from llmcycle.data.mixture import prepare_mixture
+
+        return prepare_mixture(cfg, out_dir, progress, tokenizer)
     out_dir = Path(out_dir)
     next(iter_documents(cfg, CorpusStats()))  # a missing or empty source fails before anything is touched
-    tok, sample_bytes = _make_tokenizer(cfg, progress)
+    tok, sample_bytes = (tokenizer, 0) if tokenizer is not None else _make_tokenizer(cfg, progress)
     out_dir.mkdir(parents=True, exist_ok=True)
     _remove_previous(out_dir)
     dtype = np.uint16 if tok.vocab_size <= 65535 else np.uint32
@@ -165,12 +170,14 @@ def _make_tokenizer(cfg: DataConfig, progress: bool) -> tuple[Tokenizer, int]:
     """The tokenizer, and how many bytes of text trained it (0 for the byte tokenizer)."""
     if cfg.tokenizer == "byte":
         return byte_tokenizer(), 0
+    if cfg.tokenizer != "bpe":  # a path: reuse that tokenizer (an imported model's, for continued pretraining)
+        return _reuse_tokenizer(Path(cfg.tokenizer)), 0
     taken = 0
 
     def sample() -> Iterator[str]:
         nonlocal taken
         with tqdm(desc="bpe sample", unit="B", unit_scale=True, disable=not progress) as bar:
-            for doc in iter_documents(cfg, CorpusStats()):
+            for doc in _sample_documents(cfg):
                 if split_of(doc.sha256, cfg.seed, cfg.val_fraction) != "train":
                     continue
                 yield doc.text
@@ -182,6 +189,24 @@ def _make_tokenizer(cfg: DataConfig, progress: bool) -> tuple[Tokenizer, int]:
 
     tok = train_bpe(sample(), cfg.vocab_size)
     return tok, taken
+
+
+def _reuse_tokenizer(path: Path) -> Tokenizer:
+    """The tokenizer at `path`: a tokenizer.json, or a run directory holding one (at its top or in data/)."""
+    for candidate in (path, path / "tokenizer.json", path / "data" / "tokenizer.json"):
+        if candidate.is_file():
+            return Tokenizer.load(candidate)
+    raise ValueError(f"--tokenizer {path}: no tokenizer.json there (nor in {path / 'data'}); give a tokenizer.json, "
+                     "a run directory made by `llmcycle import` or `prepare`, or 'bpe' / 'byte'")
+
+
+def _sample_documents(cfg: DataConfig) -> Iterator[Document]:
+    """The documents the BPE tokenizer is trained on: the source's, or every --mix source's in turn."""
+    if cfg.mix:
+        from llmcycle.data.mixture import interleaved_documents
+
+        return interleaved_documents(cfg)
+    return iter_documents(cfg, CorpusStats())
 
 
 def _batches(docs: Iterator[Document]) -> Iterator[list[Document]]:

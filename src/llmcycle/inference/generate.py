@@ -134,20 +134,22 @@ def _cut(ids: list[int], tokenizer, stop: list[str], eos_id) -> tuple[str, list[
 
 
 def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, add_bos: bool = True,
-             on_text: Callable[[int, str], None] | None = None) -> list[Completion]:
-    """Text in, completions out: num_samples completions per prompt, in prompt order."""
+             on_text: Callable[[int, str], None] | None = None,
+             encode: Callable[[str], list[int]] | None = None) -> list[Completion]:
+    """Text in, completions out: num_samples completions per prompt, in prompt order.
+    `encode` turns a prompt into ids (default: the tokenizer, with bos if add_bos; chat.py passes a chat encoder)."""
     family = model.cfg.family
     if family == "seq2seq":  # the prompt is the encoder's input (inference/seq2seq.py)
         from llmcycle.inference.seq2seq import generate_seq2seq
 
         return generate_seq2seq(model, tokenizer, prompts, cfg, on_text)
     if family != "decoder":
-        raise ValueError(f"a {family} model does not generate text; use `llmcycle fill-mask` for encoder runs")
+        raise ValueError(f"{family} models do not generate text; use `llmcycle fill-mask` for encoder runs")
     if not prompts:
         raise ValueError("no prompts given")
     context = model.cfg.max_seq_len
-    encoded = [fit_prompt(tokenizer.encode(p, bos=add_bos and tokenizer.bos_id is not None), context,
-                          cfg.max_new_tokens, cfg.truncate) for p in prompts]
+    encode = encode or (lambda p: tokenizer.encode(p, bos=add_bos and tokenizer.bos_id is not None))
+    encoded = [fit_prompt(encode(p), context, cfg.max_new_tokens, cfg.truncate) for p in prompts]
     rows = [ids for ids in encoded for _ in range(cfg.num_samples)]
     generator = None
     if cfg.seed is not None:

@@ -150,6 +150,8 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.kind == "swiglu":
             gate, up = self.up_proj(x).chunk(2, dim=-1)
+            if not torch.is_grad_enabled():  # inference: the same math in place, no (B, T, ffn) temporaries
+                return self.down_proj(F.silu(gate, inplace=True).mul_(up))
             return self.down_proj(F.silu(gate) * up)
         approximate = "tanh" if self.kind == "gelu_tanh" else "none"
         return self.down_proj(F.gelu(self.up_proj(x), approximate=approximate))

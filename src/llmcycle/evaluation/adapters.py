@@ -1,0 +1,568 @@
+"""Model adapters: one interface over every model the evaluation can score.
+
+    count_tokens(text) -> int                  prompt length as the model will see it
+    generate(prompts, max_new_tokens, sampling, stop, seed) -> completions (batched, left-padded)
+    loglikelihood([(context, continuation)]) -> [(sum log p(continuation | context), n tokens, greedy?)]
+
+Adapters: `DecoderAdapter` (llmcycle decoder runs: generation and continuation log-likelihood),
+`Seq2SeqAdapter` (llmcycle encoder-decoder runs: generation, and the log-likelihood of the target
+given the input), `EncoderAdapter` (llmcycle masked-LM runs: the continuation's tokens are
+masked and scored through the mask, all at once; no generation), `HFCausalAdapter` and
+`HFSeq2SeqAdapter` (Hugging Face `AutoModelForCausalLM` / `AutoModelForSeq2SeqLM` from a local
+folder, or a hub name when online). `load_adapter(run=..., hf=...)` picks one.
+
+Batching: log-likelihood rows are right-padded (a causal model's real tokens never see later
+padding) and rows with identical inputs are computed once (label words of one token share the
+context's forward pass); generation rows are left-padded with a padding mask and per-row
+positions (llmcycle `generate_ids`) or an attention mask (Hugging Face `generate`). Tests check
+both against one-at-a-time results.
+
+Continuation tokens: a causal model scores `encode(context + continuation)` beyond the tokens of
+`encode(context)` (joint tokenization, as lm-evaluation-harness does); when the two disagree at
+the boundary, the continuation is encoded on its own and appended. Encoder-decoder targets are
+the continuation without its leading whitespace, encoded on their own.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from llmcycle.inference.sampling import SamplingConfig
+
+LOGITS_BUDGET = 64 * 2**20  # float32 logits elements per log-likelihood forward (256 MB)
+
+
+def split_continuation(ctx_ids: list[int], full_ids: list[int], cont_only: Callable[[], list[int]]):
+    """(context ids, continuation ids) from a joint tokenization, falling back to separate encoding."""
+    n = len(ctx_ids)
+    if len(full_ids) > n and full_ids[:n] == ctx_ids:
+        return ctx_ids, full_ids[n:]
+    cont = cont_only()
+    if not cont:
+        raise ValueError("empty continuation: a choice's answer text encodes to no tokens")
+    return ctx_ids, cont
+
+
+def stop_hit(text: str, stop: list[str]) -> bool:
+    """Whether a stop string occurs after the completion's leading whitespace (a model that starts
+    its answer with a newline has not finished when the task stops at newlines)."""
+    text = text.lstrip()
+    return any(s and s in text for s in stop)
+
+
+def cut_completion(ids: list[int], decode: Callable[[list[int]], str], stop_ids: set[int],
+                   stop: list[str]) -> tuple[str, int]:
+    """(text, new tokens kept): the ids up to the first stop id, decoded, leading whitespace
+    removed, cut before the first stop string."""
+    for i, t in enumerate(ids):
+        if t in stop_ids:
+            ids = ids[:i]
+            break
+    text = decode(ids).lstrip()
+    hits = [text.find(s) for s in stop if s and s in text]
+    return (text[:min(hits)] if hits else text), len(ids)
+
+
+def _chunks_by_budget(lengths: list[int], vocab: int) -> list[list[int]]:
+    """Row indices grouped so each group's padded logits stay under LOGITS_BUDGET elements."""
+    groups, cur, cur_max = [], [], 0
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        m = max(cur_max, lengths[i])
+        if cur and m * vocab * (len(cur) + 1) > LOGITS_BUDGET:
+            groups.append(cur)
+            cur, m = [], lengths[i]
+        cur.append(i)
+        cur_max = m
+    if cur:
+        groups.append(cur)
+    return groups
+
+
+def causal_loglikelihood(forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                         rows: list[tuple[list[int], list[int]]], context: int | None, pad_id: int,
+                         vocab: int, device) -> list[tuple[float, int, bool]]:
+    """Sum log p(cont | ctx) for (ctx_ids, cont_ids) rows with a causal model.
+    forward(idx (B, T) right-padded, attn (B, T) bool True at real tokens) -> logits (B, T, V)."""
+    inputs, conts = [], []
+    for ctx, cont in rows:
+        seq = ctx + cont
+        if context is not None and len(seq) > context:
+            if len(cont) >= context:
+                raise ValueError(f"a continuation of {len(cont)} tokens does not fit the {context}-token context")
+            seq = seq[-context:]  # keep the end: the continuation and the nearest context
+        inputs.append(tuple(seq[:-1]))
+        conts.append(cont)
+    unique = list(dict.fromkeys(inputs))  # identical inputs are computed once
+    where = {u: i for i, u in enumerate(unique)}
+    logprobs: list[torch.Tensor | None] = [None] * len(unique)  # (T, V) log-softmax rows needed later
+    need: dict[tuple, int] = {}  # input -> longest continuation scored on it
+    for inp, cont in zip(inputs, conts):
+        need[inp] = max(need.get(inp, 0), len(cont))
+    for group in _chunks_by_budget([len(u) for u in unique], vocab):
+        T = max(len(unique[i]) for i in group)
+        idx = torch.full((len(group), T), pad_id, dtype=torch.long)
+        attn = torch.zeros(len(group), T, dtype=torch.bool)
+        for r, i in enumerate(group):
+            idx[r, :len(unique[i])] = torch.tensor(unique[i])
+            attn[r, :len(unique[i])] = True
+        with torch.inference_mode():
+            logits = forward(idx.to(device), attn.to(device))  # (B, T, V)
+        for r, i in enumerate(group):
+            L, k = len(unique[i]), need[unique[i]]
+            logprobs[i] = logits[r, L - k:L].float().log_softmax(-1).cpu()  # (k, V): predicting the last k tokens
+    out = []
+    for inp, cont in zip(inputs, conts):
+        lp = logprobs[where[inp]]
+        lp = lp[lp.shape[0] - len(cont):]  # (len(cont), V): the positions predicting the continuation
+        tgt = torch.tensor(cont)
+        picked = lp.gather(1, tgt[:, None]).squeeze(1)
+        out.append((float(picked.sum()), len(cont), bool((lp.argmax(-1) == tgt).all())))
+    return out
+
+
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> ids (B, T) left-padded, attention mask (B, T) long, 1 at real tokens."""
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, T - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, T - len(r):] = 1
+    return ids, mask
+
+
+def _room(context: int | None, max_new_tokens: int) -> int | None:
+    """Tokens a prompt may keep so that the answer fits (at least half the context stays for the prompt)."""
+    if context is None:
+        return None
+    return max(context - max_new_tokens, context // 2)
+
+
+class Adapter:
+    """Interface; see the module docstring."""
+
+    kind = "?"
+    can_generate = True
+    context: int | None = None  # tokens the model can attend to (None: no known limit)
+
+    def describe(self) -> str:
+        return self.kind
+
+    def count_tokens(self, text: str) -> int:
+        raise NotImplementedError
+
+    def prompt_budget(self, max_new_tokens: int) -> int | None:
+        return _room(self.context, max_new_tokens)
+
+    def generate(self, prompts: list[str], max_new_tokens: int, sampling: SamplingConfig, stop: list[str],
+                 seed: int | None = None) -> list[str]:
+        raise NotImplementedError
+
+    def loglikelihood(self, pairs: list[tuple[str, str]]) -> list[tuple[float, int, bool]]:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------- llmcycle models
+
+
+def _run_settings(run: Path, tok) -> tuple[bool, set[int]]:
+    """(add bos?, stop ids) from an imported run's tokenizer_config.json / generation_config.json."""
+    add_bos = tok.bos_id is not None
+    stop = {tok.eos_id} if tok.eos_id is not None else set()
+    tcfg, gcfg = Path(run) / "tokenizer_config.json", Path(run) / "generation_config.json"
+    if tcfg.is_file():
+        add_bos = bool(json.loads(tcfg.read_text()).get("add_bos_token", add_bos)) and tok.bos_id is not None
+    if gcfg.is_file():
+        eos = json.loads(gcfg.read_text()).get("eos_token_id")
+        stop |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    return add_bos, stop
+
+
+class _LLMCycle(Adapter):
+    def __init__(self, model, tok, run: Path | None = None, name: str = "") -> None:
+        self.model, self.tok, self.name = model.eval(), tok, name
+        self.device = next(model.parameters()).device
+        self.context = model.cfg.max_seq_len
+        self.add_bos, self.stop_ids = (tok.bos_id is not None, {tok.eos_id} - {None}) if run is None \
+            else _run_settings(run, tok)
+        self.pad_id = tok.pad_id if tok.pad_id is not None else 0
+
+    def describe(self) -> str:
+        return f"llmcycle {self.model.cfg.family} {self.name}".strip()
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special=True)
+
+    def _stopper(self, rows: int, stop: list[str]):
+        """on_step callback: True once every row has produced a stop id or a stop string."""
+        history: list[list[int]] = [[] for _ in range(rows)]
+        done = [False] * rows
+
+        def on_step(nxt: torch.Tensor) -> bool:
+            for r, t in enumerate(nxt.tolist()):
+                if done[r]:
+                    continue
+                history[r].append(t)
+                if t in self.stop_ids or (stop and stop_hit(self._decode(history[r]), stop)):
+                    done[r] = True
+            return all(done)
+
+        return on_step
+
+    def _generator(self, seed: int | None):
+        return None if seed is None else torch.Generator(device=self.device).manual_seed(seed)
+
+
+class DecoderAdapter(_LLMCycle):
+    kind = "decoder"
+    chat = None  # prompt -> ids of one user turn in the run's chat template (see `use_chat`)
+
+    def use_chat(self, run: Path, system: str | None = None) -> None:
+        """Send every prompt as one user turn through the run's chat template; answers (and label
+        words) are the assistant's reply, without leading whitespace."""
+        from llmcycle.inference.chat import chat_encoder, prompt_style
+
+        style = prompt_style(Path(run), self.tok)
+        if not style.template:
+            raise ValueError(f"{run} has no chat template (chat_template.jinja): evaluate it without --chat")
+        self.chat = chat_encoder(self.tok, style, system)
+        self.name += " (chat)"
+
+    def encode(self, text: str) -> list[int]:
+        return self.chat(text) if self.chat else self.tok.encode(text, bos=self.add_bos)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def generate(self, prompts, max_new_tokens, sampling, stop, seed=None):
+        from llmcycle.inference.generate import generate_ids
+
+        room = self.prompt_budget(max_new_tokens)
+        rows = [self.encode(p)[-room:] for p in prompts]
+        new = generate_ids(self.model, rows, max_new_tokens, sampling, self._generator(seed), None, self.pad_id,
+                           on_step=self._stopper(len(rows), stop))
+        return [cut_completion(ids, self._decode, self.stop_ids, stop)[0] for ids in new]
+
+    def _forward(self, idx, attn):
+        return self.model(idx)[0]  # right padding: causal rows never see it
+
+    def loglikelihood(self, pairs):
+        if self.chat:  # the continuation opens the assistant's reply
+            rows = [(self.encode(c), self.tok.encode(x.lstrip())) for c, x in pairs]
+        else:
+            rows = [split_continuation(self.encode(c), self.encode(c + x), lambda x=x: self.tok.encode(x))
+                    for c, x in pairs]
+        if any(not cont for _, cont in rows):
+            raise ValueError("empty continuation: a choice's answer text encodes to no tokens")
+        return causal_loglikelihood(self._forward, rows, self.context, self.pad_id, self.model.cfg.vocab_size,
+                                    self.device)
+
+
+class Seq2SeqAdapter(_LLMCycle):
+    kind = "seq2seq"
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text))
+
+    def prompt_budget(self, max_new_tokens: int) -> int | None:
+        return self.context  # the input has the encoder's whole context; the decoder has its own
+
+    def _inputs(self, texts: list[str]) -> list[list[int]]:
+        rows = [self.tok.encode(t)[-self.context:] for t in texts]
+        if any(not r for r in rows):
+            raise ValueError("an empty input: seq2seq models need text to read")
+        return rows
+
+    def generate(self, prompts, max_new_tokens, sampling, stop, seed=None):
+        from llmcycle.data.objectives import TokenRoles
+        from llmcycle.inference.seq2seq import generate_seq2seq_ids
+
+        start = TokenRoles.from_tokenizer(self.tok).decoder_start_id
+        new = generate_seq2seq_ids(self.model, self._inputs(prompts), max_new_tokens, sampling, self._generator(seed),
+                                   start, self.tok.eos_id, self.pad_id, on_step=self._stopper(len(prompts), stop))
+        return [cut_completion(ids, self._decode, self.stop_ids, stop)[0] for ids in new]
+
+    def loglikelihood(self, pairs):
+        from llmcycle.data.objectives import TokenRoles
+
+        start = TokenRoles.from_tokenizer(self.tok).decoder_start_id
+        srcs = self._inputs([c for c, _ in pairs])
+        tgts = [self.tok.encode(x.lstrip())[:self.context] for _, x in pairs]
+        if any(not t for t in tgts):
+            raise ValueError("empty continuation: a choice's answer text encodes to no tokens")
+        out: list[tuple[float, int, bool] | None] = [None] * len(pairs)
+        V = self.model.cfg.vocab_size
+        for group in _chunks_by_budget([len(t) for t in tgts], V):
+            S, T = max(len(srcs[i]) for i in group), max(len(tgts[i]) for i in group)
+            src = torch.full((len(group), S), self.pad_id, dtype=torch.long)
+            src_pad = torch.ones(len(group), S, dtype=torch.bool)
+            dec = torch.full((len(group), T), self.pad_id, dtype=torch.long)
+            for r, i in enumerate(group):
+                src[r, :len(srcs[i])] = torch.tensor(srcs[i])
+                src_pad[r, :len(srcs[i])] = False
+                dec[r, :len(tgts[i])] = torch.tensor([start] + tgts[i][:-1])
+            with torch.inference_mode():
+                logits, _ = self.model(src.to(self.device), dec.to(self.device),
+                                       src_pad=src_pad.to(self.device) if bool(src_pad.any()) else None)
+            for r, i in enumerate(group):
+                lp = logits[r, :len(tgts[i])].float().log_softmax(-1).cpu()
+                tgt = torch.tensor(tgts[i])
+                out[i] = (float(lp.gather(1, tgt[:, None]).sum()), len(tgt), bool((lp.argmax(-1) == tgt).all()))
+        return out
+
+
+class EncoderAdapter(_LLMCycle):
+    """Masked LM: the continuation's tokens become mask tokens after the context and are scored
+    through the mask, all at once (sum of log p(token_i at mask_i)); no generation."""
+
+    kind = "encoder"
+    can_generate = False
+
+    def __init__(self, model, tok, run=None, name="") -> None:
+        super().__init__(model, tok, run, name)
+        if tok.mask_id is None:
+            raise ValueError("this encoder run's tokenizer has no mask token, so it cannot score label words")
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tok.encode(text))
+
+    def generate(self, prompts, max_new_tokens, sampling, stop, seed=None):
+        raise ValueError("an encoder (masked LM) does not generate text: evaluate it on a choice task "
+                         "(sst2, agnews), where label words are scored through the mask")
+
+    def loglikelihood(self, pairs):
+        rows = [split_continuation(self.tok.encode(c), self.tok.encode(c + x), lambda x=x: self.tok.encode(x))
+                for c, x in pairs]
+        seqs, spans = [], []
+        for ctx, cont in rows:
+            if len(cont) >= self.context:
+                raise ValueError(f"a continuation of {len(cont)} tokens does not fit the {self.context}-token context")
+            ctx = ctx[-(self.context - len(cont)):]
+            seqs.append(ctx + [self.tok.mask_id] * len(cont))
+            spans.append((len(ctx), cont))
+        out: list[tuple[float, int, bool] | None] = [None] * len(pairs)
+        for group in _chunks_by_budget([len(s) for s in seqs], self.model.cfg.vocab_size):
+            T = max(len(seqs[i]) for i in group)
+            idx = torch.full((len(group), T), self.pad_id, dtype=torch.long)
+            pad = torch.ones(len(group), T, dtype=torch.bool)
+            for r, i in enumerate(group):
+                idx[r, :len(seqs[i])] = torch.tensor(seqs[i])
+                pad[r, :len(seqs[i])] = False
+            with torch.inference_mode():
+                logits, _ = self.model(idx.to(self.device), pad=pad.to(self.device) if bool(pad.any()) else None)
+            for r, i in enumerate(group):
+                start, cont = spans[i]
+                lp = logits[r, start:start + len(cont)].float().log_softmax(-1).cpu()
+                tgt = torch.tensor(cont)
+                out[i] = (float(lp.gather(1, tgt[:, None]).sum()), len(cont), bool((lp.argmax(-1) == tgt).all()))
+        return out
+
+
+LLMCYCLE_ADAPTERS = {"decoder": DecoderAdapter, "seq2seq": Seq2SeqAdapter, "encoder": EncoderAdapter}
+
+
+def llmcycle_adapter(model, tok, run: Path | None = None, name: str = "") -> Adapter:
+    family = model.cfg.family
+    if family not in LLMCYCLE_ADAPTERS:
+        raise ValueError(f"no evaluation adapter for the {family!r} family")
+    return LLMCYCLE_ADAPTERS[family](model, tok, run, name)
+
+
+# ---------------------------------------------------------------- Hugging Face models
+
+
+def _hf_sampling_config(model, tok, max_new_tokens: int, sampling: SamplingConfig):
+    """A complete transformers GenerationConfig (the model's own defaults, e.g. top_k=50, never leak in)."""
+    from transformers import GenerationConfig
+
+    base = model.generation_config
+    kw = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=base.eos_token_id,
+              bos_token_id=base.bos_token_id, decoder_start_token_id=base.decoder_start_token_id)
+    if sampling.temperature == 0:
+        kw.update(do_sample=False, num_beams=1)
+    else:
+        kw.update(do_sample=True, temperature=sampling.temperature, top_k=sampling.top_k or 0,
+                  top_p=sampling.top_p if sampling.top_p is not None else 1.0)
+    return GenerationConfig(**kw)
+
+
+def _stop_criteria(tok, start: int, stop: list[str]):
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopStrings(StoppingCriteria):
+        """Per row: True once the new text contains a stop string."""
+
+        def __call__(self, input_ids, scores, **kwargs):
+            texts = tok.batch_decode(input_ids[:, start:], skip_special_tokens=True)
+            return torch.tensor([stop_hit(t, stop) for t in texts], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopStrings()]) if stop else None
+
+
+class _HF(Adapter):
+    def __init__(self, model, tok, name: str) -> None:
+        self.model, self.tok, self.name = model.eval(), tok, name
+        self.device = next(model.parameters()).device
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+        cfg = model.config
+        limits = [getattr(cfg, k, None) for k in ("max_position_embeddings", "n_positions")]
+        limits = [n for n in limits if isinstance(n, int) and n > 0]
+        if isinstance(tok.model_max_length, int) and tok.model_max_length < 1_000_000:
+            limits.append(tok.model_max_length)
+        self.context = min(limits) if limits else None
+        self.stop_ids = {i for i in _as_list(model.generation_config.eos_token_id) if i is not None} | \
+            ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+
+    def describe(self) -> str:
+        return f"hf {self.kind} {self.name}"
+
+    def encode(self, text: str, special: bool = True) -> list[int]:
+        return self.tok(text, add_special_tokens=special)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.encode(text))
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tok.decode(ids, skip_special_tokens=True)
+
+    def _generate(self, rows: list[list[int]], max_new_tokens, sampling, stop, seed, strip: int):
+        ids, mask = _left_pad(rows, self.tok.pad_token_id)
+        gen = _hf_sampling_config(self.model, self.tok, max_new_tokens, sampling)
+        start = ids.shape[1] if strip < 0 else strip
+        with torch.random.fork_rng(devices=[]), torch.inference_mode():
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                      generation_config=gen, stopping_criteria=_stop_criteria(self.tok, start, stop))
+        return [cut_completion(row[start:].tolist(), self._decode, self.stop_ids, stop)[0] for row in out]
+
+
+def _as_list(x) -> list:
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+class HFCausalAdapter(_HF):
+    kind = "causal"
+    chat_system: str | None = None
+    chat = False
+
+    def use_chat(self, system: str | None = None) -> None:
+        """Every prompt becomes one user turn of the tokenizer's chat template (see DecoderAdapter)."""
+        if not getattr(self.tok, "chat_template", None):
+            raise ValueError(f"{self.name} has no chat template: evaluate it without --chat")
+        self.chat, self.chat_system = True, system
+        self.name += " (chat)"
+
+    def encode(self, text: str, special: bool = True) -> list[int]:
+        if not (self.chat and special):
+            return super().encode(text, special)
+        messages = ([{"role": "system", "content": self.chat_system}] if self.chat_system else []) + \
+            [{"role": "user", "content": text}]
+        rendered = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return self.tok(rendered, add_special_tokens=False)["input_ids"]
+
+    def generate(self, prompts, max_new_tokens, sampling, stop, seed=None):
+        room = self.prompt_budget(max_new_tokens)
+        rows = [self.encode(p)[-room:] if room else self.encode(p) for p in prompts]
+        return self._generate(rows, max_new_tokens, sampling, stop, seed, strip=-1)
+
+    def _forward(self, idx, attn):
+        return self.model(input_ids=idx, attention_mask=attn.long()).logits
+
+    def loglikelihood(self, pairs):
+        if self.chat:
+            rows = [(self.encode(c), self.encode(x.lstrip(), False)) for c, x in pairs]
+        else:
+            rows = [split_continuation(self.encode(c), self.encode(c + x), lambda x=x: self.encode(x, False))
+                    for c, x in pairs]
+        if any(not cont for _, cont in rows):
+            raise ValueError("empty continuation: a choice's answer text encodes to no tokens")
+        return causal_loglikelihood(self._forward, rows, self.context, self.tok.pad_token_id,
+                                    self.model.config.vocab_size, self.device)
+
+
+class HFSeq2SeqAdapter(_HF):
+    kind = "seq2seq"
+
+    def prompt_budget(self, max_new_tokens: int) -> int | None:
+        return self.context
+
+    def _inputs(self, texts):
+        return [self.encode(t)[-self.context:] if self.context else self.encode(t) for t in texts]
+
+    def generate(self, prompts, max_new_tokens, sampling, stop, seed=None):
+        # the decoder's output starts with decoder_start_token_id: skip it
+        return self._generate(self._inputs(prompts), max_new_tokens, sampling, stop, seed, strip=1)
+
+    def loglikelihood(self, pairs):
+        srcs = self._inputs([c for c, _ in pairs])
+        tgts = [self.encode(x.lstrip(), False) for _, x in pairs]
+        if any(not t for t in tgts):
+            raise ValueError("empty continuation: a choice's answer text encodes to no tokens")
+        out: list[tuple[float, int, bool] | None] = [None] * len(pairs)
+        for group in _chunks_by_budget([len(t) for t in tgts], self.model.config.vocab_size):
+            ids, mask = _right_pad([srcs[i] for i in group], self.tok.pad_token_id)
+            labels, _ = _right_pad([tgts[i] for i in group], -100)
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                    labels=labels.to(self.device)).logits
+            for r, i in enumerate(group):
+                lp = logits[r, :len(tgts[i])].float().log_softmax(-1).cpu()
+                tgt = torch.tensor(tgts[i])
+                out[i] = (float(lp.gather(1, tgt[:, None]).sum()), len(tgt), bool((lp.argmax(-1) == tgt).all()))
+        return out
+
+
+def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    T = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), T, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, :len(r)] = 1
+    return ids, mask
+
+
+def hf_adapter(path_or_name: str, device: str = "cpu", dtype: str = "float32") -> Adapter:
+    """A Hugging Face model from a local folder (or a hub name, when online)."""
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+    except ImportError:
+        raise ValueError("--hf needs the `transformers` package: pip install 'llmcycle[hf]'") from None
+    try:
+        cfg = AutoConfig.from_pretrained(path_or_name)
+        tok = AutoTokenizer.from_pretrained(path_or_name)
+        auto = AutoModelForSeq2SeqLM if cfg.is_encoder_decoder else AutoModelForCausalLM
+        model = auto.from_pretrained(path_or_name, dtype=getattr(torch, dtype)).to(device)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"could not load the Hugging Face model {path_or_name!r} (a local folder, or a hub "
+                         f"name when online): {e}") from None
+    cls = HFSeq2SeqAdapter if cfg.is_encoder_decoder else HFCausalAdapter
+    return cls(model, tok, str(path_or_name))
+
+
+def load_adapter(run: str | Path | None = None, hf: str | None = None, device: str = "cpu",
+                 dtype: str = "float32", chat: bool = False, system: str | None = None) -> Adapter:
+    """The adapter for an llmcycle run directory (any family) or a Hugging Face model; `chat` sends
+    prompts through the model's chat template (decoders / causal models with a template)."""
+    if (run is None) == (hf is None):
+        raise ValueError("evaluate either an llmcycle run (--run DIR) or a Hugging Face model (--hf PATH_OR_NAME)")
+    if hf is not None:
+        adapter = hf_adapter(hf, device, dtype)
+    else:
+        from llmcycle.rundir import load_model, load_tokenizer
+
+        run = Path(run)
+        model, _ = load_model(run, device)
+        model = model.to(getattr(torch, dtype))
+        adapter = llmcycle_adapter(model, load_tokenizer(run), run, run.name)
+    if chat:
+        if not hasattr(adapter, "use_chat"):
+            raise ValueError(f"--chat applies to decoder (causal) models; this is a {adapter.describe()} model")
+        adapter.use_chat(*([run] if hf is None else []), system)
+    return adapter
