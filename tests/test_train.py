@@ -155,3 +155,9 @@ def test_weight_decay_groups():
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] > 0 and no_decay["weight_decay"] == 0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+
+
+def test_step_budget_binds_from_the_first_step_even_with_a_time_budget(prepared_run, tmp_path):
+    cfg = _copy_run(prepared_run, tmp_path, max_steps=2, max_time=600.0)
+    state = train(tmp_path, cfg, progress=False)
+    assert state["step"] == 2 == state["total_steps"]

@@ -172,8 +172,9 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
     bytes_per_token = meta["splits"]["val"]["text_bytes"] / meta["splits"]["val"]["tokens"]
     flops_tok = flops_per_token(cfg.model, t.seq_len, model)
     peak = matmul_peak_flops(device)
-    if state["total_steps"] is None:
-        state["total_steps"] = _budget_steps(cfg, state["tokens_per_step"]) if t.max_time is None else None
+    if state["total_steps"] is None:  # a fresh run: the step/token budget now, the time budget after timing
+        state["total_steps"] = _budget_steps(cfg, state["tokens_per_step"])
+        state["timed"] = t.max_time is None
     metrics = Metrics(run / "metrics.jsonl", is_main())
     bar = tqdm(total=state["total_steps"], initial=state["step"], disable=not (progress and is_main()),
                unit="step", dynamic_ncols=True)
@@ -212,8 +213,9 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
             state["tokens"] += state["tokens_per_step"]
             state["elapsed"] += dt
             step_times.append(dt)
-            if total is None and len(step_times) == TIMING_STEPS + 1:
+            if not state.get("timed", True) and len(step_times) == TIMING_STEPS + 1:
                 state["total_steps"] = _steps_for_time(cfg, state, sum(step_times[1:]) / TIMING_STEPS, eval_time)
+                state["timed"] = True
                 bar.total = state["total_steps"]
             tok_s = state["tokens_per_step"] / dt
             bar.update(1)
