@@ -10,6 +10,7 @@ machine kind: ~66 ms/iteration, 145 s, final validation loss 1.886.
 
 Configurations:
   nanogpt  the same architecture (learned positions, LayerNorm without bias, GELU, tied head)
+  rope     nanoGPT's shape and schedule with rotary positions instead of learned ones
   fast     any architecture at the same parameter budget (rope, RMSNorm, SwiGLU) and a schedule
            chosen to reach 1.886 sooner (higher lr, shorter horizon)
   hf-gpt2  Hugging Face GPT2LMHeadModel of the nanoGPT shape trained by the same loop: a
@@ -21,6 +22,7 @@ the wall time at which validation first reached 1.886, and peak resident memory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import sys
@@ -116,7 +118,7 @@ def run(name: str, model, tcfg: TrainConfig, iters: int, train, val, eval_every:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--iters", type=int, default=2000)
-    ap.add_argument("--only", choices=["nanogpt", "fast", "hf-gpt2"], action="append")
+    ap.add_argument("--only", choices=["nanogpt", "rope", "fast", "hf-gpt2"], action="append")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--eval-every", type=int, default=100, help="check for the 1.886 crossing every N iterations")
     args = ap.parse_args()
@@ -126,6 +128,7 @@ def main() -> None:
                              norm="layernorm", mlp="gelu", bias=False, tie_embeddings=True)
     nano_train = TrainConfig(seq_len=64, batch_size=12, lr=1e-3, min_lr_ratio=0.1, warmup_steps=100, beta2=0.99,
                              weight_decay=0.1, grad_clip=1.0, max_steps=args.iters)
+    rope_model = dataclasses.replace(nano_model, pos_emb="rope")
     # Same parameter budget: SwiGLU with d_ff = 8/3 d keeps the MLP at 8 d^2 (3 matrices of d x 341 ~ 2 x 4d x d).
     fast_model = ModelConfig(vocab_size=V, n_layer=4, n_head=4, d_model=128, max_seq_len=64, pos_emb="rope",
                              norm="rmsnorm", mlp="swiglu", d_ff=340, tie_embeddings=True)
@@ -133,13 +136,14 @@ def main() -> None:
                              weight_decay=0.1, grad_clip=1.0, max_steps=args.iters)
     configs = {
         "nanogpt": (lambda: build_model(nano_model), nano_train),
+        "rope": (lambda: build_model(rope_model), nano_train),
         "fast": (lambda: build_model(fast_model), fast_train),
         "hf-gpt2": (lambda: HFWrapper(V), nano_train),
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "
           f"{args.iters} iterations, batch 12 x 64")
     results = []
-    for name in args.only or ["nanogpt", "fast", "hf-gpt2"]:
+    for name in args.only or ["nanogpt", "rope", "fast", "hf-gpt2"]:
         torch.manual_seed(1337)
         build, tcfg = configs[name]
         r = run(name, build(), tcfg, args.iters, train, val, args.eval_every)
@@ -148,8 +152,9 @@ def main() -> None:
         print(f"{name:8s} params {r['params']:,}  {r['ms_per_iter']:.1f} ms/iter  {r['tok_per_s']:,.0f} tok/s  "
               f"wall {r['wall_s']:.1f} s  val loss {r['val_loss']:.4f}  1.886 at {reached}", flush=True)
     by = {r["name"]: r for r in results}
-    if "nanogpt" in by:
-        print(f"vs nanoGPT's documented 66 ms/iter: {66 / by['nanogpt']['ms_per_iter']:.2f}x iterations/s")
+    for name in ("nanogpt", "rope"):
+        if name in by:
+            print(f"{name} vs nanoGPT's documented 66 ms/iter: {66 / by[name]['ms_per_iter']:.2f}x iterations/s")
     if "nanogpt" in by and "hf-gpt2" in by:
         print(f"vs HF GPT-2 in this run: {by['hf-gpt2']['ms_per_iter'] / by['nanogpt']['ms_per_iter']:.2f}x iterations/s")
     if "fast" in by and by["fast"]["reached_1.886_s"]:

@@ -320,14 +320,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
-    try:
-        from llmcycle.plan.cli import add_arguments as plan_args, run as plan_run
+    from llmcycle.plan.cli import add_arguments as plan_args, run as plan_run
 
-        p = sub.add_parser("plan", help="memory, compute and scaling-law planner", formatter_class=fmt)
-        plan_args(p)
-        p.set_defaults(func=lambda a: plan_run(a))
-    except ImportError:
-        pass
+    p = sub.add_parser("plan", help="memory, compute and scaling-law planner", formatter_class=fmt)
+    plan_args(p)
+    p.set_defaults(func=plan_run)
     return parser
 
 

@@ -7,9 +7,7 @@
     icl.py       a task at several shot counts and generation settings, per-example records
     report.py    the table (one column per shot count), side-by-side view, eval/<task>.json
     cli.py       `llmcycle eval`
+
+Import from the submodules (`from llmcycle.evaluation.icl import evaluate`): the package itself
+stays light so `llmcycle --help` and `llmcycle plan` do not load torch.
 """
-
-from llmcycle.evaluation.icl import SWEEP, EvalConfig, Setting, evaluate
-from llmcycle.evaluation.tasks import SHIPPED, Source, Task, load_task
-
-__all__ = ["SHIPPED", "SWEEP", "EvalConfig", "Setting", "Source", "Task", "evaluate", "load_task"]
