@@ -91,7 +91,7 @@ def _losses(run: Path, key: str = "loss") -> dict[int, float]:
     return {r["step"]: r[key] for r in rows if key in r}
 
 
-def _assert_same_run(run: Path, ref: Path, first_step: int = 0) -> None:
+def assert_same_run(run: Path, ref: Path, first_step: int = 0) -> None:
     got, want = _losses(run), _losses(ref)
     assert sorted(got) == list(range(first_step, STEPS)), sorted(got)
     for s in got:
@@ -139,12 +139,12 @@ def _runs(prepared_run: Path, root: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("name", ["ddp", "fsdp", "fsdp_grad_op"])
 def test_two_ranks_match_one_process(runs, name):
-    _assert_same_run(runs[name], runs["ref"])
+    assert_same_run(runs[name], runs["ref"])
 
 
 @pytest.mark.parametrize("name", ["single_to_2", "fsdp_to_1", "fsdp_to_1_fsdp"])
 def test_resume_on_another_world_size_matches_uninterrupted(runs, name):
-    _assert_same_run(runs[name], runs["ref"], first_step=3)
+    assert_same_run(runs[name], runs["ref"], first_step=3)
 
 
 def test_sharded_checkpoint_is_complete_and_exported(runs):

@@ -74,6 +74,26 @@ def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tens
     return idx, slots < n_pad[:, None], (slots - n_pad[:, None]).clamp(min=0)
 
 
+def decode_loop(logits: torch.Tensor, step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                max_new_tokens: int, sampling: SamplingConfig, generator: torch.Generator | None,
+                eos_id: int | None, on_step: Callable[[torch.Tensor], bool] | None) -> torch.Tensor:
+    """Sample one token per row at a time. logits (B, 1, V) come from the prefill; step(next ids (B,),
+    all new ids (B, n)) returns the next logits. Stops at max_new_tokens, when every row has
+    produced eos_id, or when on_step(next ids) returns True. Returns the new ids (B, n)."""
+    B = logits.shape[0]
+    out = torch.empty(B, 0, dtype=torch.long, device=logits.device)
+    done = torch.zeros(B, dtype=torch.bool, device=logits.device)
+    for _ in range(max_new_tokens):
+        nxt = sample_next(logits[:, -1], sampling, generator)  # (B,)
+        out = torch.cat([out, nxt[:, None]], 1)
+        if eos_id is not None:
+            done |= nxt == eos_id
+        if bool(done.all()) or (on_step is not None and on_step(nxt)) or out.shape[1] == max_new_tokens:
+            break
+        logits = step(nxt, out)
+    return out
+
+
 @torch.inference_mode()
 def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling: SamplingConfig,
                  generator: torch.Generator | None = None, eos_id: int | None = None, pad_id: int = 0,
@@ -95,23 +115,17 @@ def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling:
         dtype = next(model.parameters()).dtype
         cache = KVCache(cfg.n_layer, B, cfg.kv_heads, cfg.hd, T0 + max_new_tokens, device, dtype)
     logits, _ = model(idx, cache=cache, pos=pos, pad=pad, last_only=True)  # prefill: (B, 1, V)
-    out = torch.empty(B, 0, dtype=torch.long, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    for _ in range(max_new_tokens):
-        nxt = sample_next(logits[:, -1], sampling, generator)  # (B,)
-        out = torch.cat([out, nxt[:, None]], 1)
-        if eos_id is not None:
-            done |= nxt == eos_id
-        if bool(done.all()) or (on_step is not None and on_step(nxt)) or out.shape[1] == max_new_tokens:
-            break
-        pos = pos[..., -1:] + 1  # (1,) or (B, 1)
-        if use_cache:
-            logits, _ = model(nxt[:, None], cache=cache, pos=pos, pad=pad)
-        else:
-            full = torch.cat([idx, out], 1)  # (B, S): the whole context, recomputed
-            fpad = pad[:, :full.shape[1]] if pad is not None else None
-            fpos = _all_pos(fpad) if fpad is not None else None
-            logits, _ = model(full, pos=fpos, pad=fpad, last_only=True)
+    last = pos[..., -1:]  # (1,) or (B, 1): the last prompt position of each row
+
+    def step(nxt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if use_cache:  # one new token per row; its keys/values join the cache
+            return model(nxt[:, None], cache=cache, pos=last + out.shape[1], pad=pad)[0]
+        full = torch.cat([idx, out], 1)  # (B, S): the whole context, recomputed
+        fpad = pad[:, :full.shape[1]] if pad is not None else None
+        fpos = _all_pos(fpad) if fpad is not None else None
+        return model(full, pos=fpos, pad=fpad, last_only=True)[0]
+
+    out = decode_loop(logits, step, max_new_tokens, sampling, generator, eos_id, on_step)
     return [row.tolist() for row in out]
 
 

@@ -18,9 +18,9 @@ import torch
 
 from llmcycle.data.objectives import TokenRoles, split_spans
 from llmcycle.inference.fill_mask import encode_marked, replace_markers
-from llmcycle.inference.generate import Completion, GenerationConfig, _cut
+from llmcycle.inference.generate import Completion, GenerationConfig, _cut, decode_loop
 from llmcycle.inference.kv_cache import KVCache
-from llmcycle.inference.sampling import SamplingConfig, sample_next
+from llmcycle.inference.sampling import SamplingConfig
 
 NO_INPUT = "seq2seq generation needs an input: give the text to transform (mark spans to fill with <mask>)"
 
@@ -61,19 +61,13 @@ def generate_seq2seq_ids(model, inputs: list[list[int]], max_new_tokens: int, sa
         dtype = next(model.parameters()).dtype
         cache = KVCache(cfg.dec_layers, B, cfg.kv_heads, cfg.hd, max_new_tokens, device, dtype)
     logits = model.decode(dec, memory_kv, src_pad, cache, last_only=True)  # (B, 1, V)
-    out = torch.empty(B, 0, dtype=torch.long, device=device)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    for _ in range(max_new_tokens):
-        nxt = sample_next(logits[:, -1], sampling, generator)  # (B,)
-        out = torch.cat([out, nxt[:, None]], 1)
-        if eos_id is not None:
-            done |= nxt == eos_id
-        if bool(done.all()) or (on_step is not None and on_step(nxt)) or out.shape[1] == max_new_tokens:
-            break
+
+    def step(nxt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         if use_cache:
-            logits = model.decode(nxt[:, None], memory_kv, src_pad, cache)
-        else:
-            logits, _ = model(src, torch.cat([dec, out], 1), src_pad=src_pad, last_only=True)
+            return model.decode(nxt[:, None], memory_kv, src_pad, cache)
+        return model(src, torch.cat([dec, out], 1), src_pad=src_pad, last_only=True)[0]  # recompute all
+
+    out = decode_loop(logits, step, max_new_tokens, sampling, generator, eos_id, on_step)
     return [row.tolist() for row in out]
 
 
