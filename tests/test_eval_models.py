@@ -12,7 +12,8 @@ import torch.nn.functional as F
 
 from conftest import tiny_model
 from llmcycle.data.tokenizer import byte_tokenizer
-from llmcycle.evaluation.adapters import hf_adapter, llmcycle_adapter
+from llmcycle.evaluation.adapters import llmcycle_adapter
+from llmcycle.evaluation.hf_adapters import hf_adapter
 from llmcycle.evaluation.icl import EvalConfig, Setting, evaluate
 from llmcycle.evaluation.tasks import Task
 from llmcycle.inference.sampling import SamplingConfig

@@ -14,7 +14,7 @@ import torch
 from conftest import tiny_model
 from llmcycle.cli import main
 from llmcycle.config import DataConfig, RunConfig, TrainConfig
-from llmcycle.data.objectives import TokenRoles, objective_for, raw_length, seq2seq_lengths
+from llmcycle.data.objectives import objective_for, raw_length, seq2seq_lengths
 from llmcycle.data.tokenizer import byte_tokenizer
 from llmcycle.inference.fill_mask import encode_marked, fill_mask
 from llmcycle.inference.kv_cache import KVCache
