@@ -124,14 +124,16 @@ def causal_loglikelihood(forward: Callable[[torch.Tensor, torch.Tensor], torch.T
     return out
 
 
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> ids (B, T) left-padded, attention mask (B, T) long, 1 at real tokens."""
+def pad_rows(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> ids (B, T) padded on the left (generation) or right (scoring), attention mask (B, T) long,
+    1 at real tokens."""
     T = max(len(r) for r in rows)
     ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
     mask = torch.zeros(len(rows), T, dtype=torch.long)
     for i, r in enumerate(rows):
-        ids[i, T - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, T - len(r):] = 1
+        span = slice(T - len(r), T) if left else slice(0, len(r))
+        ids[i, span] = torch.tensor(r, dtype=torch.long)
+        mask[i, span] = 1
     return ids, mask
 
 

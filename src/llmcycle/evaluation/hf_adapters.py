@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from llmcycle.evaluation.adapters import (Adapter, _chunks_by_budget, _left_pad, causal_loglikelihood, cut_completion, split_continuation, stop_hit)
+from llmcycle.evaluation.adapters import (Adapter, _chunks_by_budget, causal_loglikelihood, cut_completion, pad_rows,
+                                          split_continuation, stop_hit)
 from llmcycle.inference.sampling import SamplingConfig
 
 
@@ -67,7 +68,7 @@ class _HF(Adapter):
         return self.tok.decode(ids, skip_special_tokens=True)
 
     def _generate(self, rows: list[list[int]], max_new_tokens, sampling, stop, seed, strip: int):
-        ids, mask = _left_pad(rows, self.tok.pad_token_id)
+        ids, mask = pad_rows(rows, self.tok.pad_token_id, left=True)
         gen = _hf_sampling_config(self.model, self.tok, max_new_tokens, sampling)
         start = ids.shape[1] if strip < 0 else strip
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
@@ -142,8 +143,8 @@ class HFSeq2SeqAdapter(_HF):
             raise ValueError("empty continuation: a choice's answer text encodes to no tokens")
         out: list[tuple[float, int, bool] | None] = [None] * len(pairs)
         for group in _chunks_by_budget([len(t) for t in tgts], self.model.config.vocab_size):
-            ids, mask = _right_pad([srcs[i] for i in group], self.tok.pad_token_id)
-            labels, _ = _right_pad([tgts[i] for i in group], -100)
+            ids, mask = pad_rows([srcs[i] for i in group], self.tok.pad_token_id, left=False)
+            labels, _ = pad_rows([tgts[i] for i in group], -100, left=False)
             with torch.inference_mode():
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                     labels=labels.to(self.device)).logits
@@ -152,16 +153,6 @@ class HFSeq2SeqAdapter(_HF):
                 tgt = torch.tensor(tgts[i])
                 out[i] = (float(lp.gather(1, tgt[:, None]).sum()), len(tgt), bool((lp.argmax(-1) == tgt).all()))
         return out
-
-
-def _right_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    T = max(len(r) for r in rows)
-    ids = torch.full((len(rows), T), pad_id, dtype=torch.long)
-    mask = torch.zeros(len(rows), T, dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, :len(r)] = 1
-    return ids, mask
 
 
 def hf_adapter(path_or_name: str, device: str = "cpu", dtype: str = "float32") -> Adapter:
