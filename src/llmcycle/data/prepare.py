@@ -255,6 +255,9 @@ def _meta(cfg, tok, dtype, splits, shards, stats, sample_bytes, moved) -> dict:
             "bos_id": tok.bos_id,
             "eos_id": tok.eos_id,
             "pad_id": tok.pad_id,
+            "mask_id": tok.mask_id,  # the roles the encoder / seq2seq objectives need
+            "sentinel_ids": tok.sentinel_ids,
+            "special_ids": sorted(tok.special_ids),
         },
         "splits": {
             name: {
