@@ -165,13 +165,28 @@ def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, add_bo
     encode = encode or (lambda p: tokenizer.encode(p, bos=add_bos and tokenizer.bos_id is not None))
     encoded = [fit_prompt(encode(p), context, cfg.max_new_tokens, cfg.truncate) for p in prompts]
     rows = [ids for ids in encoded for _ in range(cfg.num_samples)]
-    generator = None
-    if cfg.seed is not None:
-        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
+    generator = seeded_generator(model, cfg.seed)
     eos_id = tokenizer.eos_id if cfg.stop_at_eos else None
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
-    streamed = [""] * len(rows)
-    history: list[list[int]] = [[] for _ in rows]
+    new = generate_ids(model, rows, cfg.max_new_tokens, cfg.sampling, generator, eos_id, pad_id,
+                       cfg.use_cache, text_watcher(tokenizer, cfg, eos_id, len(rows), on_text))
+    return completions(new, tokenizer, cfg, eos_id, prompts)
+
+
+def seeded_generator(model, seed: int | None) -> torch.Generator | None:
+    if seed is None:
+        return None
+    return torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+
+
+def text_watcher(tokenizer, cfg: GenerationConfig, eos_id: int | None, n_rows: int,
+                 on_text: Callable[[int, str], None] | None) -> Callable[[torch.Tensor], bool] | None:
+    """The per-step callback of `decode_loop`: streams whole characters to on_text and reports when
+    every row has hit eos or a stop string. None when neither streaming nor stop strings are asked."""
+    if on_text is None and not cfg.stop:
+        return None
+    streamed = [""] * n_rows
+    history: list[list[int]] = [[] for _ in range(n_rows)]
 
     def on_step(nxt: torch.Tensor) -> bool:
         finished = True
@@ -184,9 +199,12 @@ def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, add_bo
             finished &= reason != "length"
         return finished
 
-    need_step = on_text is not None or bool(cfg.stop)
-    new = generate_ids(model, rows, cfg.max_new_tokens, cfg.sampling, generator, eos_id, pad_id,
-                       cfg.use_cache, on_step if need_step else None)
+    return on_step
+
+
+def completions(new: list[list[int]], tokenizer, cfg: GenerationConfig, eos_id: int | None,
+                prompts: list[str]) -> list[Completion]:
+    """New ids per row -> Completions cut at eos / the first stop string, num_samples rows per prompt."""
     out = []
     for r, ids in enumerate(new):
         text, ids, reason = _cut(ids, tokenizer, cfg.stop, eos_id)

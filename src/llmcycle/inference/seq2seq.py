@@ -18,7 +18,8 @@ import torch
 
 from llmcycle.data.objectives import TokenRoles, split_spans
 from llmcycle.inference.fill_mask import encode_marked, replace_markers
-from llmcycle.inference.generate import Completion, GenerationConfig, _cut, decode_loop
+from llmcycle.inference.generate import (Completion, GenerationConfig, completions, decode_loop,
+                                         seeded_generator, text_watcher)
 from llmcycle.inference.kv_cache import KVCache
 from llmcycle.inference.sampling import SamplingConfig
 
@@ -91,32 +92,13 @@ def generate_seq2seq(model, tok, prompts: list[str], cfg: GenerationConfig,
         raise ValueError(NO_INPUT)
     encoded = _encode_inputs(tok, prompts, model.cfg.max_seq_len, cfg.truncate)
     rows = [ids for ids in encoded for _ in range(cfg.num_samples)]
-    generator = None
-    if cfg.seed is not None:
-        generator = torch.Generator(device=next(model.parameters()).device).manual_seed(cfg.seed)
+    generator = seeded_generator(model, cfg.seed)
     eos_id = tok.eos_id if cfg.stop_at_eos else None
-    streamed, history = [""] * len(rows), [[] for _ in rows]
-
-    def on_step(nxt: torch.Tensor) -> bool:
-        finished = True
-        for r, t in enumerate(nxt.tolist()):
-            history[r].append(t)
-            text, _, reason = _cut(history[r], tok, cfg.stop, eos_id)
-            if on_text is not None and not text.endswith("\ufffd") and len(text) > len(streamed[r]):
-                on_text(r, text[len(streamed[r]):])
-                streamed[r] = text
-            finished &= reason != "length"
-        return finished
-
     roles = TokenRoles.from_tokenizer(tok)
     new = generate_seq2seq_ids(model, rows, cfg.max_new_tokens, cfg.sampling, generator, roles.decoder_start_id,
                                eos_id, tok.pad_id or 0, cfg.use_cache,
-                               on_step if on_text is not None or cfg.stop else None)
-    out = []
-    for r, ids in enumerate(new):
-        text, ids, reason = _cut(ids, tok, cfg.stop, eos_id)
-        out.append(Completion(prompts[r // cfg.num_samples], text, ids, reason))
-    return out
+                               text_watcher(tok, cfg, eos_id, len(rows), on_text))
+    return completions(new, tok, cfg, eos_id, prompts)
 
 
 def infill(tok, prompt: str, target_ids: list[int], mark: tuple[str, str] = ("[[", "]]")) -> str:
