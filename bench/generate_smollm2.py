@@ -11,6 +11,8 @@ token, and peak memory (the engine's own process: each runs in a fresh one). Tim
     llmcycle-int8   the same with int8 weight-only linear layers (inference/weight_only.py)
     llmcycle-int4   the same with int4 weight-only linear layers, groups of 32 (as the GGUF's Q4_1)
     llmcycle-bf16   the same with every weight and activation in bfloat16 (not run by default)
+    ...+compile     any of these decoding through the torch.compile'd fixed-shape step (generate --compile);
+                    its compilation is part of the warm-up, reported as "setup s"
     llama.cpp       llama-cpp-python on the Q4_1 GGUF itself, when importable
 
     .venv/bin/python bench/generate_smollm2.py [--threads N] [--repeats R] [--engines a,b] [--json FILE]
@@ -31,7 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "runs" / "bench-smollm2"
 DIALOGSUM = ROOT.parent / "shared" / "data" / "dialogsum" / "dialogsum.dev.jsonl"
-ENGINES = ["transformers", "llmcycle", "llmcycle-int8", "llmcycle-int4", "llama.cpp"]
+ENGINES = ["transformers", "llmcycle", "llmcycle+compile", "llmcycle-int8", "llmcycle-int8+compile", "llmcycle-int4",
+           "llmcycle-int4+compile", "llama.cpp"]
 PROMPT_TOKENS, NEW_TOKENS = 512, 128
 
 
@@ -97,16 +100,23 @@ def report(results: dict, args) -> None:
     print("tokens/s from wall time, and [from CPU time]: with one thread the CPU time is what an unshared core "
           "takes; ratios use it then")
     key = "cpu_" if args.threads == 1 else ""
-    print(f"{'engine':14} {'prefill tok/s':>17} {'decode tok/s':>15} {'TTFT s':>6} {'peak MB':>7} "
+    print(f"{'engine':22} {'prefill tok/s':>17} {'decode tok/s':>15} {'TTFT s':>6} {'peak MB':>7} {'setup s':>7} "
           f"{'prefill x':>9} {'decode x':>8}  tokens vs transformers")
     for name, r in results.items():
         ratio = lambda k: f"{r[key + k] / base[key + k]:.2f}" if base else "-"  # noqa: E731
         agree = agreement(r["tokens"], base["tokens"]) if base and name != "transformers" else ""
-        print(f"{name:14} {r['prefill_tok_s']:7.0f} [{r['cpu_prefill_tok_s']:6.0f}] {r['decode_tok_s']:6.1f} "
-              f"[{r['cpu_decode_tok_s']:5.1f}] {r['ttft_s']:6.2f} {r['peak_mb']:7.0f} {ratio('prefill_tok_s'):>9} "
+        print(f"{name:22} {r['prefill_tok_s']:7.0f} [{r['cpu_prefill_tok_s']:6.0f}] {r['decode_tok_s']:6.1f} "
+              f"[{r['cpu_decode_tok_s']:5.1f}] {r['ttft_s']:6.2f} {r['peak_mb']:7.0f} {r['setup_s']:7.1f} "
+              f"{ratio('prefill_tok_s'):>9} "
               f"{ratio('decode_tok_s'):>8}  {agree}")
     if "llama.cpp" not in results:
         print("(llama.cpp: llama-cpp-python is not installed here; it compiles llama.cpp from source)")
+        return
+    mark = results["llama.cpp"]
+    print("against llama.cpp (decode / prefill):  " + ",  ".join(
+        f"{name} {r[key + 'decode_tok_s'] / mark[key + 'decode_tok_s']:.2f} / "
+        f"{r[key + 'prefill_tok_s'] / mark[key + 'prefill_tok_s']:.2f}"
+        for name, r in results.items() if name != "llama.cpp"))
 
 
 def main() -> None:
@@ -169,10 +179,12 @@ def load_engine(engine: str, gguf: Path, prompt: list[int], threads: int):
     if engine == "llama.cpp":
         from llama_cpp import Llama
 
-        llm = Llama(model_path=str(gguf), n_ctx=1024, n_threads=threads, n_batch=512, verbose=False)
+        llm = Llama(model_path=str(gguf), n_ctx=1024, n_threads=threads, n_threads_batch=threads, n_batch=512,
+                    verbose=False)
 
         def gen(n):
             out = []
+            llm.reset()  # forget the previous prompt: otherwise llama-cpp-python reuses its cached prefix
             for t in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
                 out.append(t)
                 if len(out) == n:
@@ -184,14 +196,17 @@ def load_engine(engine: str, gguf: Path, prompt: list[int], threads: int):
     from llmcycle.rundir import load_model
 
     model, _ = load_model(RUN)
-    if engine in ("llmcycle-int8", "llmcycle-int4"):
+    precision, _, compile = engine.removeprefix("llmcycle").lstrip("-").partition("+")  # "int4+compile" -> int4, compile
+    if precision in ("int8", "int4"):
         from llmcycle.inference.weight_only import quantize_weights
 
-        quantize_weights(model, engine.split("-")[1])
-    elif engine == "llmcycle-bf16":
+        quantize_weights(model, precision)
+    elif precision == "bf16":
         model.to(torch.bfloat16)
+    elif precision:
+        raise SystemExit(f"unknown engine {engine!r}")
     greedy = SamplingConfig(temperature=0.0)
-    return lambda n: generate_ids(model, [prompt], n, greedy, eos_id=None)[0]
+    return lambda n: generate_ids(model, [prompt], n, greedy, eos_id=None, compile=bool(compile))[0]
 
 
 def worker(args) -> None:
@@ -200,7 +215,9 @@ def worker(args) -> None:
     torch.set_num_threads(args.threads)
     prompt = json.loads(Path(args.prompt_file).read_text())
     gen = load_engine(args.worker, Path(args.gguf), prompt, args.threads)
-    gen(2)  # warm-up (allocator, lazy init)
+    w0 = time.perf_counter()
+    gen(2)  # warm-up (allocator, lazy init, compilation)
+    setup = time.perf_counter() - w0
     ttft = total = cpu_ttft = cpu_total = float("inf")
     for _ in range(args.repeats):
         (w0, c0), _, (w1, c1) = _clock(), gen(1), _clock()
@@ -212,7 +229,7 @@ def worker(args) -> None:
                       "decode_tok_s": (NEW_TOKENS - 1) / max(total - ttft, 1e-9), "total_s": total,
                       "cpu_decode_tok_s": (NEW_TOKENS - 1) / max(cpu_total - cpu_ttft, 1e-9),
                       "cpu_prefill_tok_s": len(prompt) / cpu_ttft,
-                      "peak_mb": peak_mb, "tokens": tokens}))
+                      "peak_mb": peak_mb, "setup_s": setup, "tokens": tokens}))
 
 
 def _clock() -> tuple[float, float]:

@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/generate_tiny.py [--new-tokens 500] [--threads 2]
 
-Three engines on models of the same shape (4 layers, 4 heads, width 128, vocabulary 65,
+Four engines on models of the same shape (4 layers, 4 heads, width 128, vocabulary 65,
 512 positions), each generating 500 new tokens greedily from a 1-token prompt:
   llmcycle (KV cache)        our engine: static KV cache, one forward of 1 token per step
+  llmcycle (compiled)        the same decoding through the torch.compile'd fixed-shape step
+                             (`generate --compile`; compilation is in the warm-up, timed apart)
   llmcycle (no cache)        the same model recomputing the whole context every token
                              (what nanoGPT's `generate` does)
   transformers GPT-2         `GPT2LMHeadModel.generate` with its own cache
@@ -26,8 +28,11 @@ from llmcycle.models import build_model
 from llmcycle.runtime import peak_rss_mb
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
+def timed(fn, repeats: int, warmups: dict | None = None, name: str = "") -> float:
+    t0 = time.perf_counter()
+    fn()  # warm-up (and compilation)
+    if warmups is not None:
+        warmups[name] = time.perf_counter() - t0
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -50,8 +55,11 @@ def main() -> None:
     model = build_model(cfg).eval()
     greedy = SamplingConfig(temperature=0)
     prompt = [[0]]
+    warmups: dict[str, float] = {}
     results = {
         "llmcycle (KV cache)": timed(lambda: generate_ids(model, prompt, n, greedy), args.repeats),
+        "llmcycle (compiled)": timed(lambda: generate_ids(model, prompt, n, greedy, compile=True), args.repeats,
+                                     warmups, "compile"),
         "llmcycle (no cache)": timed(lambda: generate_ids(model, prompt, n, greedy, use_cache=False), 1),
     }
     try:
@@ -73,10 +81,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; batch 1, {n} new tokens, greedy")
     for name, s in results.items():
         print(f"{name:30s} {n / s:8,.0f} tokens/s  ({s * 1000 / n:.2f} ms/token)")
-    ours = n / results["llmcycle (KV cache)"]
-    for name, s in results.items():
-        if name != "llmcycle (KV cache)":
-            print(f"KV-cache engine vs {name}: {ours / (n / s):.1f}x")
+    for ours in ("llmcycle (KV cache)", "llmcycle (compiled)"):
+        for name, s in results.items():
+            if name != ours and not (ours.endswith("(compiled)") and name == "llmcycle (no cache)"):
+                print(f"{ours} vs {name}: {results[name] / results[ours]:.2f}x")
+    print(f"first compiled generation (compiling included): {warmups['compile']:.1f} s")
     print(f"peak RSS {peak_rss_mb():.0f} MiB")
 
 

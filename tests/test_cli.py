@@ -91,6 +91,7 @@ def test_generate_from_cli_streams_and_is_seeded(lifecycle_run):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--truncate left" in r.stderr
     assert gen("--truncate", "left", "--temperature", "0").startswith("def f(x):")
+    assert gen("--temperature", "0", "--compile") == gen("--temperature", "0")  # compiled decoding: same text
 
 
 def test_rerunning_run_reuses_its_directory_but_not_a_foreign_one(tmp_path, capsys):

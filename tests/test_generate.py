@@ -61,6 +61,40 @@ def test_cached_and_uncached_generation_agree(model):
     assert a == b
 
 
+def test_fixed_shape_step_equals_forward():
+    """DecoderLM.step (slot-addressed cache, mask over every slot) gives forward's logits, padding included."""
+    from llmcycle.inference.generate import _left_pad
+    from llmcycle.inference.kv_cache import KVCache
+
+    torch.manual_seed(0)
+    m = build_model(tiny_model(n_kv_head=2)).eval()  # rope + GQA
+    idx, pad, pos = _left_pad([[1, 2, 3, 4, 5], [7, 8]], 0, "cpu")
+    pad = torch.cat([pad, torch.zeros(2, 6, dtype=torch.bool)], 1)  # (B, 11): the slots to come
+    a, b = (KVCache(2, 2, 2, 8, 11, "cpu", torch.float32) for _ in range(2))
+    with torch.inference_mode():
+        m(idx, cache=a, pos=pos, pad=pad)
+        m(idx, cache=b, pos=pos, pad=pad)
+        nxt, last = torch.tensor([[9], [10]]), pos[:, -1:]
+        for n in range(1, 7):
+            eager = m(nxt, cache=a, pos=last + n, pad=pad)[0]
+            fixed = m.step(nxt, last + n, b, torch.tensor([4 + n]), pad)
+            assert torch.allclose(eager, fixed, atol=1e-5), n
+            nxt = eager[:, -1].argmax(-1, keepdim=True)
+
+
+def test_compiled_decoding_gives_the_eager_tokens():
+    torch.manual_seed(0)
+    m = build_model(tiny_model(n_kv_head=2)).eval()
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8], [3] * 12]
+    greedy = SamplingConfig(temperature=0)
+    assert generate_ids(m, prompts, 12, greedy, compile=True) == generate_ids(m, prompts, 12, greedy)
+    s = SamplingConfig(temperature=1.0, top_k=20)
+    sampled = [generate_ids(m, prompts[:1], 20, s, torch.Generator().manual_seed(3), compile=c) for c in (True, False)]
+    assert sampled[0] == sampled[1]  # another prompt length and batch: the same compiled graph (dynamic shapes)
+    with pytest.raises(ValueError, match="compile needs the KV cache"):
+        GenerationConfig(compile=True, use_cache=False)
+
+
 def test_batched_generation_equals_one_prompt_at_a_time(model):
     prompts = [[1, 2, 3, 4, 5, 6, 7], [9, 8], [3] * 12]
     greedy = SamplingConfig(temperature=0)

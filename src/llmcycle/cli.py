@@ -160,7 +160,7 @@ def generation_config(args):
     sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     return GenerationConfig(max_new_tokens=args.max_new_tokens, sampling=sampling, stop=args.stop or [],
                             seed=args.seed, num_samples=args.num_samples, truncate=args.truncate,
-                            use_cache=not args.no_cache)
+                            use_cache=not args.no_cache, compile=args.compile)
 
 
 def add_generation_flags(p: argparse.ArgumentParser) -> None:
@@ -177,19 +177,30 @@ def add_generation_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cache", action="store_true", help="recompute the whole context per token (slow reference)")
     g.add_argument("--quantize", choices=["int8", "int4"], default=None,
                    help="weight-only int8/int4 linear layers: faster CPU decoding, approximate (default: fp32, exact)")
+    g.add_argument("--compile", action="store_true",
+                   help="decode through a torch.compile'd step: faster per token, tens of seconds to compile first "
+                        "(needs a C++ compiler on CPU; default: off)")
 
 
-def cmd_generate(args) -> int:
-    from llmcycle.inference.chat import chat_encoder, prompt_style
-    from llmcycle.inference.generate import generate
-    from llmcycle.rundir import load_model, load_tokenizer
+def _inference_model(args):
+    """The run's model, weight-only quantized when --quantize asks."""
+    from llmcycle.rundir import load_model
 
-    prompts = _read_prompts(args)
     model, _ = load_model(Path(args.run))
     if args.quantize:
         from llmcycle.inference.weight_only import quantize_weights
 
         quantize_weights(model, args.quantize)
+    return model
+
+
+def cmd_generate(args) -> int:
+    from llmcycle.inference.chat import chat_encoder, prompt_style
+    from llmcycle.inference.generate import generate
+    from llmcycle.rundir import load_tokenizer
+
+    prompts = _read_prompts(args)
+    model = _inference_model(args)
     tok = load_tokenizer(Path(args.run))
     gen = generation_config(args)
     style = prompt_style(Path(args.run), tok)
@@ -227,13 +238,9 @@ def cmd_fill_mask(args) -> int:
 
 def cmd_chat(args) -> int:
     from llmcycle.inference.chat import ChatSession, interactive, prompt_style
-    from llmcycle.rundir import load_model, load_tokenizer
+    from llmcycle.rundir import load_tokenizer
 
-    model, _ = load_model(Path(args.run))
-    if args.quantize:
-        from llmcycle.inference.weight_only import quantize_weights
-
-        quantize_weights(model, args.quantize)
+    model = _inference_model(args)
     tok = load_tokenizer(Path(args.run))
     session = ChatSession(model, tok, prompt_style(Path(args.run), tok), generation_config(args), args.system)
     interactive(session, sys.stdin, sys.stdout, banner=f"chatting with {args.run} ({session.gen.sampling.describe()}); ")

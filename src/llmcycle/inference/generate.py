@@ -4,13 +4,16 @@
 with a padding mask and per-row positions). `generate` adds the tokenizer: text in, text out,
 stop strings, several samples per prompt, and streaming through a callback. `use_cache=False`
 recomputes the whole context for every token: the slow reference the cached path is tested
-against.
+against. `compile=True` runs every decoding step after the prefill through one `torch.compile`d
+`DecoderLM.step` (fixed shapes: the cache is addressed by a slot tensor), which removes most of the
+per-token Python and dispatch cost; the first call pays the compilation (tens of seconds on a CPU).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
+from weakref import WeakKeyDictionary
 
 import torch
 
@@ -28,6 +31,7 @@ class GenerationConfig:
     truncate: str = "error"  # error | left: what to do with a prompt longer than the context
     use_cache: bool = True
     stop_at_eos: bool = True
+    compile: bool = False  # decode through a torch.compile'd fixed-shape step (needs the KV cache)
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -36,6 +40,8 @@ class GenerationConfig:
             raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
         if self.truncate not in ("error", "left"):
             raise ValueError(f"truncate must be 'error' or 'left', got {self.truncate!r}")
+        if self.compile and not self.use_cache:
+            raise ValueError("compile needs the KV cache: drop --no-cache or --compile")
 
 
 @dataclass
@@ -97,9 +103,11 @@ def decode_loop(logits: torch.Tensor, step: Callable[[torch.Tensor, torch.Tensor
 @torch.inference_mode()
 def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling: SamplingConfig,
                  generator: torch.Generator | None = None, eos_id: int | None = None, pad_id: int = 0,
-                 use_cache: bool = True, on_step: Callable[[torch.Tensor], bool] | None = None) -> list[list[int]]:
+                 use_cache: bool = True, on_step: Callable[[torch.Tensor], bool] | None = None,
+                 compile: bool = False) -> list[list[int]]:
     """Generate up to max_new_tokens for each prompt (lists of ids). Returns the new ids per row.
-    Stops early when every row has produced eos_id, or when on_step(next_ids) returns True."""
+    Stops early when every row has produced eos_id, or when on_step(next_ids) returns True.
+    compile: decode through the compiled fixed-shape step (see the module docstring)."""
     model.eval()
     cfg, device = model.cfg, next(model.parameters()).device
     B = len(prompts)
@@ -116,8 +124,12 @@ def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling:
         cache = KVCache(cfg.n_layer, B, cfg.kv_heads, cfg.hd, T0 + max_new_tokens, device, dtype)
     logits, _ = model(idx, cache=cache, pos=pos, pad=pad, last_only=True)  # prefill: (B, 1, V)
     last = pos[..., -1:]  # (1,) or (B, 1): the last prompt position of each row
+    fixed = compiled_step(model) if compile and use_cache else None
 
     def step(nxt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        if fixed is not None:  # new token n goes to cache slot T0 + n - 1, at position last + n
+            n = out.shape[1]
+            return fixed(nxt[:, None], last + n, cache, torch.tensor([T0 + n - 1], device=device), pad)
         if use_cache:  # one new token per row; its keys/values join the cache
             return model(nxt[:, None], cache=cache, pos=last + out.shape[1], pad=pad)[0]
         full = torch.cat([idx, out], 1)  # (B, S): the whole context, recomputed
@@ -127,6 +139,16 @@ def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling:
 
     out = decode_loop(logits, step, max_new_tokens, sampling, generator, eos_id, on_step)
     return [row.tolist() for row in out]
+
+
+_COMPILED: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def compiled_step(model) -> Callable:
+    """`torch.compile(model.step)`, made once per model (the graph is reused by later generations)."""
+    if model not in _COMPILED:
+        _COMPILED[model] = torch.compile(model.step, fullgraph=True, dynamic=True)
+    return _COMPILED[model]
 
 
 def _all_pos(pad: torch.Tensor) -> torch.Tensor:
@@ -154,6 +176,8 @@ def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, add_bo
     `encode` turns a prompt into ids (default: the tokenizer, with bos if add_bos; chat.py passes a chat encoder)."""
     family = model.cfg.family
     if family == "seq2seq":  # the prompt is the encoder's input (inference/seq2seq.py)
+        if cfg.compile:
+            raise ValueError("compile applies to decoder models; seq2seq generation runs eagerly (drop --compile)")
         from llmcycle.inference.seq2seq import generate_seq2seq
 
         return generate_seq2seq(model, tokenizer, prompts, cfg, on_text)
@@ -169,7 +193,7 @@ def generate(model, tokenizer, prompts: list[str], cfg: GenerationConfig, add_bo
     eos_id = tokenizer.eos_id if cfg.stop_at_eos else None
     pad_id = tokenizer.pad_id if tokenizer.pad_id is not None else 0
     new = generate_ids(model, rows, cfg.max_new_tokens, cfg.sampling, generator, eos_id, pad_id,
-                       cfg.use_cache, text_watcher(tokenizer, cfg, eos_id, len(rows), on_text))
+                       cfg.use_cache, text_watcher(tokenizer, cfg, eos_id, len(rows), on_text), cfg.compile)
     return completions(new, tokenizer, cfg, eos_id, prompts)
 
 

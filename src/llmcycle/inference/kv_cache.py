@@ -3,6 +3,11 @@
 Preallocating (B, K, max_len, D) per layer avoids a `torch.cat` per token, which is what makes
 cached decoding cheap. `KVCache.layer(i)` gives the view a block's attention calls `update` on;
 `advance(T)` moves the write position after all layers have seen a step.
+
+`KVCache.at(i, slot)` is the other way in, for a compiled decoding step (`DecoderLM.step`): the
+position is a tensor, the keys and values are written with `index_copy_`, and attention sees the
+whole buffer (a mask hides the slots not yet written), so every step has the same shapes and one
+compiled graph serves the whole generation.
 """
 
 from __future__ import annotations
@@ -25,6 +30,19 @@ class LayerCache:
         return o.k[self.i][:, :, :end], o.v[self.i][:, :, :end]
 
 
+class SlotCache:
+    """One layer's buffers (B, K, max_len, D) addressed by a slot tensor: no shape depends on the position."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor, slot: torch.Tensor) -> None:
+        self.k, self.v, self.slot = k, v, slot
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store k, v (B, K, 1, D) at slot (1,); return the whole buffers (B, K, max_len, D)."""
+        self.k.index_copy_(2, self.slot, k)
+        self.v.index_copy_(2, self.slot, v)
+        return self.k, self.v
+
+
 class KVCache:
     """Keys and values of every layer for a batch of B sequences, up to max_len positions."""
 
@@ -38,6 +56,9 @@ class KVCache:
 
     def layer(self, i: int) -> LayerCache:
         return self.layers[i]
+
+    def at(self, i: int, slot: torch.Tensor) -> SlotCache:
+        return SlotCache(self.k[i], self.v[i], slot)
 
     def advance(self, n: int) -> None:
         self.pos += n

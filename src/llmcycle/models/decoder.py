@@ -30,6 +30,15 @@ def causal_mask(start: int, T: int, S: int, pad: torch.Tensor | None, device) ->
     return mask.unsqueeze(1)
 
 
+def slot_mask(slot: torch.Tensor, S: int, pad: torch.Tensor | None) -> torch.Tensor:
+    """Bool mask (B|1, 1, 1, S) for one query in cache slot `slot` (a (1,) tensor): it sees the
+    written slots s <= slot that are not padding (pad: (B, S), True at padding)."""
+    mask = torch.arange(S, device=slot.device)[None, :] <= slot  # (1, S)
+    if pad is not None:
+        mask = mask & ~pad  # (B, S)
+    return mask[:, None, None, :]
+
+
 class DecoderLM(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -69,3 +78,16 @@ class DecoderLM(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
         return logits, loss
+
+    def step(self, idx: torch.Tensor, pos: torch.Tensor, cache, slot: torch.Tensor,
+             pad: torch.Tensor | None = None) -> torch.Tensor:
+        """One decoding step with the same shapes at every position, so `torch.compile` makes one graph.
+        idx: (B, 1) new tokens, pos: (B, 1) or (1,) their position ids, slot: (1,) the cache slot they
+        fill, pad: (B, cache.max_len) padding mask. Attends over the whole cache; the mask hides the
+        slots not yet written. The caller advances nothing: the slot is the position in the cache.
+        Returns logits (B, 1, V), equal to `forward`'s for the same token."""
+        x, rope = self.embed(idx, pos, check=False)  # (B, 1, C); generate_ids checked the context length
+        mask = slot_mask(slot, cache.max_len, pad)
+        for i, block in enumerate(self.blocks):
+            x = block(x, rope, mask, cache=cache.at(i, slot))
+        return self.head(self.norm(x))

@@ -191,9 +191,10 @@ class Embeddings(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.max_seq_len = cfg.max_seq_len
 
-    def forward(self, idx: torch.Tensor, pos: torch.Tensor):
-        """idx: (B, T) token ids, pos: (T,) or (B, T) positions -> x (B, T, C), rope tables or None."""
-        if int(pos.max()) >= self.max_seq_len:
+    def forward(self, idx: torch.Tensor, pos: torch.Tensor, check: bool = True):
+        """idx: (B, T) token ids, pos: (T,) or (B, T) positions -> x (B, T, C), rope tables or None.
+        check=False skips the context-length check (a compiled step: the caller checked already)."""
+        if check and int(pos.max()) >= self.max_seq_len:
             raise ValueError(
                 f"position {int(pos.max())} is past the model context ({self.max_seq_len} tokens); "
                 "shorten the input or use left truncation"
