@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model as st_load_model
+from safetensors import safe_open
 
 from llmcycle.config import RunConfig
 
@@ -63,11 +63,23 @@ def weights_path(run_or_ckpt: Path) -> Path:
 
 
 def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Load safetensors weights into `model`, naming missing or unexpected tensors if they differ."""
-    try:
-        missing, unexpected = st_load_model(model, str(path), strict=False)
-    except RuntimeError as e:  # shape mismatches
-        raise ValueError(f"weights in {path} do not fit the model in config.json: {e}") from e
+    """Copy safetensors weights into `model` one tensor at a time from the memory-mapped file (no
+    second state dict in memory), naming missing, unexpected or misshapen tensors. A tensor tied to a
+    loaded one (a shared embedding and head) counts as loaded."""
+    params = model.state_dict(keep_vars=True)  # name -> Parameter / buffer; tied tensors under each name
+    loaded: set[int] = set()
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        names = set(f.keys())
+        for name in sorted(names & params.keys()):
+            t, dst = f.get_tensor(name), params[name]
+            if t.shape != dst.shape:
+                raise ValueError(f"weights in {path} do not fit the model in config.json: {name} is "
+                                 f"{tuple(t.shape)} in the file, {tuple(dst.shape)} in the model")
+            with torch.no_grad():
+                dst.copy_(t)
+            loaded.add(dst.data_ptr())
+    missing = [n for n, t in params.items() if n not in names and t.data_ptr() not in loaded]
+    unexpected = sorted(names - params.keys())
     if missing or unexpected:
         raise ValueError(f"weights in {path} do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
