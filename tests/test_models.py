@@ -136,3 +136,26 @@ def test_position_past_context_is_a_clear_error():
 def test_impossible_configs_are_clear_errors(kw, msg):
     with pytest.raises(ValueError, match=msg):
         tiny_model(**kw)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_load_weights_restores_every_tensor_and_names_what_does_not_fit(tmp_path, tie):
+    from safetensors.torch import save_file, save_model
+
+    from llmcycle.rundir import load_weights
+
+    torch.manual_seed(0)
+    src = build_model(tiny_model(tie_embeddings=tie))
+    save_model(src, str(tmp_path / "w.safetensors"))
+    dst = build_model(tiny_model(tie_embeddings=tie))
+    load_weights(dst, tmp_path / "w.safetensors")
+    for (name, a), b in zip(src.state_dict().items(), dst.state_dict().values()):
+        assert torch.equal(a, b), name
+    if tie:
+        assert dst.head.weight.data_ptr() == dst.embed.tok.weight.data_ptr()  # still one tensor
+    with pytest.raises(ValueError, match=r"blocks.0.mlp.down_proj.weight is \(32, 128\) in the file, \(32, 256\)"):
+        load_weights(build_model(tiny_model(tie_embeddings=tie, d_ff=256)), tmp_path / "w.safetensors")
+    partial = {k: v.contiguous() for k, v in src.state_dict().items() if k != "norm.weight" and k != "head.weight"}
+    save_file(partial, str(tmp_path / "partial.safetensors"))
+    with pytest.raises(ValueError, match=r"missing \['norm.weight'"):
+        load_weights(dst, tmp_path / "partial.safetensors")
