@@ -53,12 +53,7 @@ def llama_folder(folder: Path, tied=True, kv=2, vocab=300, rope=None, seed=0):
     cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=kv, max_position_embeddings=128, tie_word_embeddings=tied,
                       rope_parameters=params, bos_token_id=0, eos_token_id=1, pad_token_id=2)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(cfg)
-    _decisive(model, seed)
-    model.save_pretrained(folder)
-    _tokenizer_files(folder)
-    return model.eval()
+    return _saved(LlamaForCausalLM, cfg, folder, seed)
 
 
 def gpt2_folder(folder: Path, seed=0):
@@ -66,8 +61,13 @@ def gpt2_folder(folder: Path, seed=0):
 
     cfg = GPT2Config(vocab_size=300, n_embd=64, n_layer=2, n_head=4, n_positions=64, resid_pdrop=0.0, embd_pdrop=0.0,
                      attn_pdrop=0.0, bos_token_id=0, eos_token_id=1)
+    return _saved(GPT2LMHeadModel, cfg, folder, seed)
+
+
+def _saved(model_class, cfg, folder: Path, seed: int):
+    """A seeded random HF model with decisive logits, saved to folder with a byte tokenizer."""
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(cfg)
+    model = model_class(cfg)
     _decisive(model, seed)
     model.save_pretrained(folder)
     _tokenizer_files(folder)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
-from weakref import WeakKeyDictionary
 
 import torch
 
@@ -141,14 +140,12 @@ def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling:
     return [row.tolist() for row in out]
 
 
-_COMPILED: WeakKeyDictionary = WeakKeyDictionary()
-
-
 def compiled_step(model) -> Callable:
-    """`torch.compile(model.step)`, made once per model (the graph is reused by later generations)."""
-    if model not in _COMPILED:
-        _COMPILED[model] = torch.compile(model.step, fullgraph=True, dynamic=True)
-    return _COMPILED[model]
+    """`torch.compile(model.step)`, made once per model and kept on it (later generations reuse the
+    graph; dynamic shapes, so another prompt length or batch size does not recompile)."""
+    if getattr(model, "_compiled_step", None) is None:
+        model._compiled_step = torch.compile(model.step, fullgraph=True, dynamic=True)
+    return model._compiled_step
 
 
 def _all_pos(pad: torch.Tensor) -> torch.Tensor:
