@@ -111,6 +111,27 @@ def test_seq2seq_generation_cached_equals_uncached_and_encodes_once(monkeypatch)
     assert alone[0] == generate_seq2seq_ids(model, inputs, 15, SamplingConfig(temperature=0), start_id=0)[1]
 
 
+def test_seq2seq_generation_ends_after_the_last_span_the_input_needs(monkeypatch):
+    model = _model("seq2seq")
+    script = [4, 60, 61, 5, 62, 6, 63, 7, 64, 65, 66, 67]  # sentinel_0 span sentinel_1 span sentinel_2 ...
+    steps = []
+
+    def scripted(dec, *args, **kw):  # the decoder's logits, one scripted token per step for every row
+        logits = torch.zeros(dec.shape[0], 1, model.cfg.vocab_size)
+        logits[:, :, script[len(steps)]] = 1.0
+        steps.append(dec.shape[1])
+        return logits
+
+    monkeypatch.setattr(model, "decode", scripted)
+    one_mask, two_masks = [50, 4, 51], [40, 4, 41, 5, 42]
+    greedy = SamplingConfig(temperature=0)
+    out = generate_seq2seq_ids(model, [one_mask, two_masks], 12, greedy, start_id=0, eos_id=1, sentinel_ids=[4, 5, 6, 7])
+    assert out == [[4, 60, 61, 1], [4, 60, 61, 5, 62, 1]]  # sentinel k ends a row with k masks, read as eos
+    assert len(steps) == 6  # the batch stops once every row has ended, not at max_new_tokens
+    steps.clear()
+    assert len(generate_seq2seq_ids(model, [one_mask], 12, greedy, start_id=0, eos_id=1)[0]) == 12  # no sentinel ids
+
+
 def test_seq2seq_generation_needs_an_input():
     model = _model("seq2seq")
     with pytest.raises(ValueError, match="seq2seq generation needs an input"):

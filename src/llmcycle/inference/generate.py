@@ -81,10 +81,11 @@ def _left_pad(prompts: list[list[int]], pad_id: int, device) -> tuple[torch.Tens
 
 def decode_loop(logits: torch.Tensor, step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                 max_new_tokens: int, sampling: SamplingConfig, generator: torch.Generator | None,
-                eos_id: int | None, on_step: Callable[[torch.Tensor], bool] | None) -> torch.Tensor:
+                eos_id: int | torch.Tensor | None, on_step: Callable[[torch.Tensor], bool] | None) -> torch.Tensor:
     """Sample one token per row at a time. logits (B, 1, V) come from the prefill; step(next ids (B,),
     all new ids (B, n)) returns the next logits. Stops at max_new_tokens, when every row has
-    produced eos_id, or when on_step(next ids) returns True. Returns the new ids (B, n)."""
+    produced its end (eos_id: one id for every row, or a (B, E) tensor of the ids that end each row),
+    or when on_step(next ids) returns True. Returns the new ids (B, n)."""
     B = logits.shape[0]
     out = torch.empty(B, 0, dtype=torch.long, device=logits.device)
     done = torch.zeros(B, dtype=torch.bool, device=logits.device)
@@ -92,7 +93,7 @@ def decode_loop(logits: torch.Tensor, step: Callable[[torch.Tensor, torch.Tensor
         nxt = sample_next(logits[:, -1], sampling, generator)  # (B,)
         out = torch.cat([out, nxt[:, None]], 1)
         if eos_id is not None:
-            done |= nxt == eos_id
+            done |= (nxt[:, None] == eos_id).any(-1) if torch.is_tensor(eos_id) else nxt == eos_id
         if bool(done.all()) or (on_step is not None and on_step(nxt)) or out.shape[1] == max_new_tokens:
             break
         logits = step(nxt, out)

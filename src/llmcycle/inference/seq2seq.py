@@ -5,6 +5,7 @@
 
 Each `<mask>` in the input text becomes the next sentinel, as in span corruption, so the model
 writes `<|sentinel_0|> span <|sentinel_1|> span ...`; `infill` puts the spans back into the text.
+An input with k sentinels needs k spans: a row also ends when the model starts span k + 1.
 `use_cache=False` recomputes encoder and decoder for every token: the reference the cached
 path is tested against.
 """
@@ -46,12 +47,16 @@ def _right_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor
 def generate_seq2seq_ids(model, inputs: list[list[int]], max_new_tokens: int, sampling: SamplingConfig,
                          generator: torch.Generator | None = None, start_id: int = 0, eos_id: int | None = None,
                          pad_id: int = 0, use_cache: bool = True,
-                         on_step: Callable[[torch.Tensor], bool] | None = None) -> list[list[int]]:
-    """Decode up to max_new_tokens for each input (lists of ids). Returns the new ids per row."""
+                         on_step: Callable[[torch.Tensor], bool] | None = None,
+                         sentinel_ids: list[int] | None = None) -> list[list[int]]:
+    """Decode up to max_new_tokens for each input (lists of ids). Returns the new ids per row.
+    sentinel_ids: a row whose input holds k of them also ends at sentinel k (past the last span it
+    needs); that sentinel is returned as eos_id, so the row reads as finished."""
     if not inputs or any(len(r) == 0 for r in inputs):
         raise ValueError(NO_INPUT)
     model.eval()
     cfg, device = model.cfg, next(model.parameters()).device
+    ends = _row_ends(inputs, sentinel_ids, eos_id, device)  # (B, 2) or the plain eos_id
     src, src_pad = _right_pad(inputs, pad_id, device)  # (B, S)
     B = src.shape[0]
     memory_kv = model.cross_kv(model.encode(src, src_pad))  # once per input: dec_layers x (k, v)
@@ -68,8 +73,21 @@ def generate_seq2seq_ids(model, inputs: list[list[int]], max_new_tokens: int, sa
             return model.decode(nxt[:, None], memory_kv, src_pad, cache)
         return model(src, torch.cat([dec, out], 1), src_pad=src_pad, last_only=True)[0]  # recompute all
 
-    out = decode_loop(logits, step, max_new_tokens, sampling, generator, eos_id, on_step)
-    return [row.tolist() for row in out]
+    out = decode_loop(logits, step, max_new_tokens, sampling, generator, ends, on_step)
+    rows = [row.tolist() for row in out]
+    if torch.is_tensor(ends) and eos_id is not None:  # the extra sentinel ends the row as eos does
+        rows = [r[:r.index(end)] + [eos_id] if end in r else r for r, end in zip(rows, ends[:, 1].tolist())]
+    return rows
+
+
+def _row_ends(inputs: list[list[int]], sentinel_ids: list[int] | None, eos_id: int | None, device):
+    """(B, 2) ids ending each row: eos and the sentinel after the input's last (-1 where none is
+    left or known); eos_id itself when no sentinel ids are given."""
+    if not sentinel_ids:
+        return eos_id
+    known = set(sentinel_ids)
+    after = [sentinel_ids[k] if (k := sum(t in known for t in r)) < len(sentinel_ids) else -1 for r in inputs]
+    return torch.tensor([[-1 if eos_id is None else eos_id, a] for a in after], device=device)
 
 
 def _encode_inputs(tok, prompts: list[str], context: int, truncate: str) -> list[list[int]]:
@@ -97,7 +115,7 @@ def generate_seq2seq(model, tok, prompts: list[str], cfg: GenerationConfig,
     roles = TokenRoles.from_tokenizer(tok)
     new = generate_seq2seq_ids(model, rows, cfg.max_new_tokens, cfg.sampling, generator, roles.decoder_start_id,
                                eos_id, tok.pad_id or 0, cfg.use_cache,
-                               text_watcher(tok, cfg, eos_id, len(rows), on_text))
+                               text_watcher(tok, cfg, eos_id, len(rows), on_text), tok.sentinel_ids)
     return completions(new, tok, cfg, eos_id, prompts)
 
 
