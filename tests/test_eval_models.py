@@ -264,6 +264,19 @@ def test_eval_command_writes_json_and_table(tok, tmp_path, capsys):
     assert "pool has only 7" in capsys.readouterr().err
     assert main(["eval", "--hf", "x", "--task", task]) == 2  # --hf needs --out
 
+    def completions(*flags):
+        qa = str(tmp_path / "tiny_qa.json")
+        assert main(["eval", "--run", str(run), "--task", qa, "--shots", "1", "--limit", "4", "--quiet", *flags]) == 0
+        saved = json.loads((run / "eval" / "tiny_qa.json").read_text())
+        return saved["model"], [r["completion"] for r in saved["records"]["greedy/1-shot"]]
+
+    eager = completions()[1]
+    assert completions("--compile")[1] == eager  # the compiled decoding step, padded batch: same answers
+    name, _ = completions("--quantize", "int8")
+    assert name.endswith("run int8")
+    assert main(["eval", "--hf", "x", "--out", str(tmp_path), "--task", task, "--quantize", "int4"]) == 2
+    assert "apply to llmcycle runs" in capsys.readouterr().err
+
 
 def test_cut_completion_stop_strings_and_settings():
     from llmcycle.evaluation.adapters import cut_completion, stop_hit

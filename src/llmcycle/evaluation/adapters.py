@@ -222,6 +222,7 @@ class _LLMCycle(Adapter):
 class DecoderAdapter(_LLMCycle):
     kind = "decoder"
     chat = None  # prompt -> ids of one user turn in the run's chat template (see `use_chat`)
+    compile = False  # decode through the compiled fixed-shape step (`generate --compile`)
 
     def use_chat(self, run: Path, system: str | None = None) -> None:
         """Send every prompt as one user turn through the run's chat template; answers (and label
@@ -246,7 +247,7 @@ class DecoderAdapter(_LLMCycle):
         room = self.prompt_budget(max_new_tokens)
         rows = [self.encode(p)[-room:] for p in prompts]
         new = generate_ids(self.model, rows, max_new_tokens, sampling, self._generator(seed), None, self.pad_id,
-                           on_step=self._stopper(len(rows), stop))
+                           on_step=self._stopper(len(rows), stop), compile=self.compile)
         return [cut_completion(ids, self._decode, self.stop_ids, stop)[0] for ids in new]
 
     def _forward(self, idx, attn):
@@ -375,11 +376,16 @@ def llmcycle_adapter(model, tok, run: Path | None = None, name: str = "") -> Ada
 
 
 def load_adapter(run: str | Path | None = None, hf: str | None = None, device: str = "cpu",
-                 dtype: str = "float32", chat: bool = False, system: str | None = None) -> Adapter:
+                 dtype: str = "float32", chat: bool = False, system: str | None = None,
+                 quantize: str | None = None, compile: bool = False) -> Adapter:
     """The adapter for an llmcycle run directory (any family) or a Hugging Face model; `chat` sends
-    prompts through the model's chat template (decoders / causal models with a template)."""
+    prompts through the model's chat template (decoders / causal models with a template).
+    quantize (int8 | int4 weight-only) and compile (the compiled decoding step) speed up llmcycle runs
+    on a CPU, as in `llmcycle generate`."""
     if (run is None) == (hf is None):
         raise ValueError("evaluate either an llmcycle run (--run DIR) or a Hugging Face model (--hf PATH_OR_NAME)")
+    if hf is not None and (quantize or compile):
+        raise ValueError("--quantize and --compile apply to llmcycle runs (--run); load the HF model with --dtype")
     if hf is not None:
         from llmcycle.evaluation.hf_adapters import hf_adapter
 
@@ -390,7 +396,15 @@ def load_adapter(run: str | Path | None = None, hf: str | None = None, device: s
         run = Path(run)
         model, _ = load_model(run, device)
         model = model.to(getattr(torch, dtype))
-        adapter = llmcycle_adapter(model, load_tokenizer(run), run, run.name)
+        if quantize:
+            from llmcycle.inference.weight_only import quantize_weights
+
+            quantize_weights(model, quantize)
+        adapter = llmcycle_adapter(model, load_tokenizer(run), run, run.name + (f" {quantize}" if quantize else ""))
+        if compile:
+            if not isinstance(adapter, DecoderAdapter):
+                raise ValueError(f"--compile applies to decoder runs; this is a {adapter.describe()} model")
+            adapter.compile = True
     if chat:
         if not hasattr(adapter, "use_chat"):
             raise ValueError(f"--chat applies to decoder (causal) models; this is a {adapter.describe()} model")

@@ -47,6 +47,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (None: torch's choice; on a busy machine 1 can be much faster)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quantize", choices=["int8", "int4"], default=None,
+                   help="llmcycle runs: weight-only int8/int4 linear layers (faster on a CPU, approximate)")
+    p.add_argument("--compile", action="store_true",
+                   help="llmcycle decoder runs: generate through the compiled decoding step (compiles once, ~20-50 s)")
     g = p.add_argument_group("generation (generate tasks)")
     g.add_argument("--max-new-tokens", type=int, default=None, help="answer length (None: the task's)")
     g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
@@ -90,7 +94,7 @@ def run(args) -> int:
 
         torch.set_num_threads(args.threads)
     adapter = load_adapter(run=args.run, hf=args.hf, device=args.device, dtype=args.dtype, chat=args.chat,
-                           system=args.system)
+                           system=args.system, quantize=args.quantize, compile=args.compile)
     result = evaluate(task, adapter, cfg, data_dir=args.data_dir)
     out = Path(args.out) if args.out else Path(args.run) / "eval"
     js, md = write(result, out, args.show)
