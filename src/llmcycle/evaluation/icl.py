@@ -41,14 +41,8 @@ class Setting:
 
     @property
     def name(self) -> str:
-        if self.temperature == 0:
-            return "greedy"
-        parts = [f"t={self.temperature:g}"]
-        if self.top_k:
-            parts.append(f"k={self.top_k}")
-        if self.top_p is not None:
-            parts.append(f"p={self.top_p:g}")
-        return ",".join(parts)
+        """The column label, the form `parse` reads: 'greedy' or 't=0.7,k=40'."""
+        return self.sampling().describe(short=True)
 
     @classmethod
     def parse(cls, text: str) -> "Setting":

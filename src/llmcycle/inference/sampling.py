@@ -28,15 +28,17 @@ class SamplingConfig:
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
-    def describe(self) -> str:
+    def describe(self, short: bool = False) -> str:
+        """'greedy', or 'temperature 0.7, top-k 40'; short: 't=0.7,k=40' (evaluation column labels)."""
         if self.temperature == 0:
             return "greedy"
-        parts = [f"temperature {self.temperature:g}"]
+        t, k, p, sep = ("t=", "k=", "p=", ",") if short else ("temperature ", "top-k ", "top-p ", ", ")
+        parts = [f"{t}{self.temperature:g}"]
         if self.top_k:
-            parts.append(f"top-k {self.top_k}")
+            parts.append(f"{k}{self.top_k}")
         if self.top_p:
-            parts.append(f"top-p {self.top_p:g}")
-        return ", ".join(parts)
+            parts.append(f"{p}{self.top_p:g}")
+        return sep.join(parts)
 
 
 def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:
