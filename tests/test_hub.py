@@ -341,6 +341,7 @@ def test_weight_only_kernels_compute_the_stored_weights():
 
     g = torch.Generator().manual_seed(0)
     q4 = torch.randint(0, 16, (64, 96), generator=g).float()  # weights on an exact int4 grid: q * s + m per group of 32
+    q4[:, ::32], q4[:, 1::32] = 0, 15  # every group spans the grid, so its min and max give back s and m
     s = (torch.rand(64, 3, generator=g) * 0.1 + 0.01).bfloat16().float().repeat_interleave(32, 1)
     m = (torch.randn(64, 3, generator=g) * 0.1).bfloat16().float().repeat_interleave(32, 1)
     q8 = torch.randint(-127, 128, (64, 96), generator=g).float()  # exact int8 grid: q * s per row
@@ -348,12 +349,14 @@ def test_weight_only_kernels_compute_the_stored_weights():
     for cls, w in ((Int4Linear, q4 * s + m), (Int8Linear, q8 * s8)):
         layer = torch.nn.Linear(96, 64)
         layer.weight.data = w
-        x = torch.randn(5, 96, generator=g).bfloat16().float()
+        x = torch.randn(200, 96, generator=g).bfloat16().float()
         ref = layer(x).detach()
         quant = cls(layer)
-        for rows in (x[:1], x):  # the decode kernel and the prefill path
-            out = quant(rows)
-            assert (out - ref[: len(rows)]).abs().max().item() < 2e-2 * ref.abs().max().item(), cls.__name__
+        compiled = torch.compile(quant, fullgraph=True)  # int8: inductor's fused dot; int4: the kernel in a graph
+        for rows, fn in ((x[:1], quant), (x[:8], quant), (x, quant), (x[:1], compiled)):  # decode, batch, prefill
+            with torch.no_grad():
+                out = fn(rows)
+            assert (out - ref[: len(rows)]).abs().max().item() < 2e-2 * ref.abs().max().item(), (cls.__name__, len(rows))
 
 
 @pytest.mark.parametrize("kind", ["int8", "int4"])
