@@ -375,6 +375,8 @@ def test_weight_only_quantized_models_generate(tmp_path, capsys, kind):
         assert weight_bytes(model) < before
         prefill, step = model(ids)[0], model(ids[:, :1])[0]
     assert (step[:, 0] - prefill[:, 0]).abs().max().item() < 0.02 * prefill.abs().max().item()  # paths agree
+    prompts = [ids[0, :9].tolist(), ids[0, :5].tolist()]  # compiled quantized decoding: the eager tokens
+    assert generate_ids(model, prompts, 8, GREEDY, compile=True) == generate_ids(model, prompts, 8, GREEDY)
     argv = ["generate", "--run", str(tmp_path / "run"), "--quantize", kind, "--temperature", "0", "--max-new-tokens", "4"]
     assert main(argv + ["hi"]) == 0
     assert capsys.readouterr().out.startswith("hi")
