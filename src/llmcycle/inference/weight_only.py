@@ -5,11 +5,11 @@ bound by memory traffic: fp32 SmolLM2-135M moves ~540 MB per token. Storing the 
 in fewer bits moves less; activations, norms, attention and residuals stay fp32 (a matmul's input
 goes to bf16 for the int kernel only).
 
-    int8   per output row, symmetric: w ~= q * s, |q| <= 127. A single-token step uses
+    int8   per output row, symmetric: w ~= q * s, |q| <= 127. A decoding step (a few rows) uses
            `aten._weight_int8pack_mm`.
     int4   per group of 32 inputs, asymmetric: w ~= q * s + m, 0 <= q <= 15 -- the scheme of
            llama.cpp's Q4_1, so a Q4_1 GGUF's own levels are (up to bf16 rounding of s and m)
-           recovered. A single-token step uses `aten._weight_int4pack_mm_for_cpu` (the kernel's packed
+           recovered. A decoding step uses `aten._weight_int4pack_mm_for_cpu` (the kernel's packed
            copy); a second, plain nibble copy serves prefill, so int4 weighs as much as int8.
 
 A long multi-token step (prefill) is compute-bound instead: it dequantizes the weight to bf16 and uses
