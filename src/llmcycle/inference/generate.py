@@ -143,7 +143,7 @@ def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling:
 
 def compiled_step(model) -> Callable:
     """`torch.compile(model.step)`, made once per model and kept on it (later generations reuse the
-    graph; dynamic shapes, so another prompt length or batch size does not recompile)."""
+    graph; shapes are dynamic, so another prompt or cache length does not recompile)."""
     if getattr(model, "_compiled_step", None) is None:
         # realize_opcount_threshold 0: materialize every intermediate (they are one token wide) rather
         # than recompute it inside a consumer's loop; without it inductor re-ran the final norm for each
