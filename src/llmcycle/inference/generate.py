@@ -148,8 +148,17 @@ def compiled_step(model) -> Callable:
         # realize_opcount_threshold 0: materialize every intermediate (they are one token wide) rather
         # than recompute it inside a consumer's loop; without it inductor re-ran the final norm for each
         # of the head's 49,152 rows (SmolLM2 int4: 55 -> 68 tokens/s).
-        model._compiled_step = torch.compile(model.step, fullgraph=True, dynamic=True,
-                                             options={"realize_opcount_threshold": 0})
+        compiled = torch.compile(model.step, fullgraph=True, dynamic=True, options={"realize_opcount_threshold": 0})
+
+        def step(*args):
+            try:
+                return compiled(*args)
+            except torch._dynamo.exc.BackendCompilerFailed as e:
+                first = str(e).strip().splitlines()[0][:300]
+                raise ValueError(f"--compile: torch.compile could not build the decoding step ({first}); on a CPU "
+                                 "inductor needs a working C++ compiler (g++): install one, or drop --compile") from e
+
+        model._compiled_step = step
     return model._compiled_step
 
 
