@@ -95,15 +95,15 @@ def test_compiled_decoding_gives_the_eager_tokens():
         GenerationConfig(compile=True, use_cache=False)
 
 
-def test_compile_without_a_cxx_compiler_is_a_clear_error(monkeypatch):
+def test_compile_without_a_cxx_compiler_is_a_clear_error():
     import torch._inductor.config as inductor
 
-    monkeypatch.setattr(inductor.cpp, "cxx", ("no-such-c++-compiler",))
-    monkeypatch.setattr(inductor, "fx_graph_cache", False)  # build, do not reuse an earlier build
     torch.manual_seed(0)
     m = build_model(tiny_model(n_layer=1)).eval()
-    with pytest.raises(ValueError, match="needs a working C.. compiler"):
-        generate_ids(m, [[1, 2, 3]], 4, SamplingConfig(temperature=0), compile=True)
+    # no compiler, and no reuse of an earlier build; the config's own patch restores both afterwards
+    with inductor.patch({"cpp.cxx": ("no-such-c++-compiler",), "fx_graph_cache": False}):
+        with pytest.raises(ValueError, match="needs a working C.. compiler"):
+            generate_ids(m, [[1, 2, 3]], 4, SamplingConfig(temperature=0), compile=True)
 
 
 def test_batched_generation_equals_one_prompt_at_a_time(model):
