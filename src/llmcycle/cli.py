@@ -9,6 +9,7 @@
     llmcycle import SOURCE --out DIR  Hugging Face folder / hub name / GGUF file -> run directory
     llmcycle export --run DIR --to hf OUT   a run's decoder -> Hugging Face folder
     llmcycle eval --run DIR --task T  zero/one/few-shot evaluation: metric per shot count, eval/<task>.json
+    llmcycle finetune --run OUT --init-from RUN --data F.jsonl   SFT (full or LoRA); --merge DIR for plain weights
     llmcycle plan ...                 memory / compute / scaling-law planner
 
 Config flags are generated from the dataclasses in `config.py`; their help is the comment on
@@ -326,6 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="decoder (causal LM), encoder (masked LM) or seq2seq (span corruption) (default: decoder)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+
+    from llmcycle.finetune.cli import add_arguments as finetune_args, run as finetune_run
+
+    p = sub.add_parser("finetune", help="supervised fine-tuning (full or LoRA) of a decoder run on prompt/completion "
+                                        "or chat JSONL, or an eval task")
+    finetune_args(p)
+    p.set_defaults(func=finetune_run)
 
     from llmcycle.plan.cli import add_arguments as plan_args, run as plan_run
 

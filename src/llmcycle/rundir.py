@@ -89,6 +89,9 @@ def load_model(run: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.
     from llmcycle.models import build_model
 
     run = Path(run)
+    if adapter_path(run).is_file():
+        raise ValueError(f"{run} is a LoRA fine-tune (base weights + adapters): merge it into plain weights first, "
+                         f"`llmcycle finetune --run {run} --merge {run}-merged`, and use {run}-merged")
     cfg = RunConfig.load(config_path(run))
     model = build_model(cfg.model).to(device)
     load_weights(model, weights_path(run))
@@ -104,3 +107,33 @@ def load_tokenizer(run: Path):
     if not path.is_file():
         raise ValueError(f"no tokenizer.json in {run} or {data_dir(run)}: run `llmcycle prepare --run {run}` first")
     return Tokenizer.load(path)
+
+
+# ------------------------------------------------------------------ fine-tuning (llmcycle finetune)
+#   RUN/finetune.json          what `llmcycle finetune` trained on and how (data, method, LoRA): enough to resume
+#   RUN/adapter.safetensors    a LoRA run's adapter tensors alone (its checkpoints hold base + adapters)
+#   RUN/<MODEL_FILES>          the base run's tokenizer and prompt conventions, carried along
+
+FINETUNE = "finetune.json"
+ADAPTER = "adapter.safetensors"
+MODEL_FILES = ("tokenizer.json", "tokenizer_meta.json", "tokenizer_config.json", "chat_template.jinja",
+               "generation_config.json")
+
+
+def finetune_path(run: Path) -> Path:
+    return Path(run) / FINETUNE
+
+
+def adapter_path(run: Path) -> Path:
+    return Path(run) / ADAPTER
+
+
+def model_files(run: Path) -> dict[str, Path]:
+    """The tokenizer and prompt-convention files of a run (a trained run's tokenizer lives in RUN/data)."""
+    run, out = Path(run), {}
+    for name in MODEL_FILES:
+        for folder in (run, data_dir(run)):
+            if (folder / name).is_file():
+                out[name] = folder / name
+                break
+    return out

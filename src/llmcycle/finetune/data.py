@@ -66,7 +66,8 @@ class Counts:
         if self.truncated:
             parts.append(f"{self.truncated} truncated to the sequence length")
         if self.skipped_long:
-            parts.append(f"{self.skipped_long} skipped as longer than the sequence length")
+            parts.append(f"{self.skipped_long} skipped as longer than the sequence length"
+                         " (with --overlong truncate: their prompt alone filled it)")
         if self.skipped_empty:
             parts.append(f"{self.skipped_empty} skipped with no target token left")
         return ", ".join(parts)
@@ -194,10 +195,11 @@ def load_examples(spec: DataSpec, tok, style, max_tokens: int, data_dir: str | N
         ex = enc.record(obj, where)
         counts.read += 1
         if len(ex.ids) > max_tokens:
-            if spec.overlong == "skip":
+            cut = Example(ex.ids[:max_tokens], ex.mask[:max_tokens])
+            if spec.overlong == "skip" or not any(cut.mask[1:]):  # truncation would leave nothing to learn
                 counts.skipped_long += 1
                 continue
-            ex = Example(ex.ids[:max_tokens], ex.mask[:max_tokens])
+            ex = cut
             counts.truncated += 1
         if not any(ex.mask[1:]):  # the first token is never a target (nothing precedes it)
             counts.skipped_empty += 1
@@ -259,7 +261,7 @@ class Rows:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batch(self, ids) -> dict:
+    def get(self, ids) -> dict:
         """Rows `ids` as the decoder forward's kwargs: idx, targets (B, T) [, pos (B, T), attn_mask (B, 1, T, T)],
         T the longest row of this batch."""
         rows = [self.rows[int(i)] for i in ids]

@@ -76,7 +76,7 @@ def evaluate(model, windows: TokenWindows, batches: list, device, dtype: str, by
     rank, _, ws = world()
     total = torch.zeros(2, device=device)  # (sum of losses, count)
     for ids in batches:
-        batch = windows.get(rank_share(ids, rank, ws) if len(ids) % ws == 0 else ids).to(device)
+        batch = _to(windows.get(rank_share(ids, rank, ws) if len(ids) % ws == 0 else ids), device)
         with autocast(device, dtype):
             _, loss = model(**objective(batch, generator))
         total += torch.stack([loss.float(), torch.ones((), device=device)])
@@ -85,6 +85,11 @@ def evaluate(model, windows: TokenWindows, batches: list, device, dtype: str, by
         dist.all_reduce(total)
     loss = (total[0] / total[1]).item()
     return {"val_loss": loss, "val_bpb": loss / math.log(2) / bytes_per_token}
+
+
+def _to(batch, device):
+    """A window tensor, or a fine-tuning source's dict of tensors, on `device`."""
+    return {k: v.to(device) for k, v in batch.items()} if isinstance(batch, dict) else batch.to(device)
 
 
 def _budget_steps(cfg: RunConfig, tokens_per_step: int) -> int | None:
@@ -112,24 +117,26 @@ def _steps_for_time(cfg: RunConfig, state: dict, step_time: float, eval_time: fl
     return max(total, state["step"] + 1)
 
 
-def train(run: Path, cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train the model described by `cfg` on the shards in RUN/data. Returns the final loop state."""
+def train(run: Path, cfg: RunConfig, resume: bool = False, progress: bool = True, source=None) -> dict:
+    """Train the model described by `cfg` on the shards in RUN/data, or on `source` (a fine-tuning
+    data source, see finetune/source.py: it builds the model and yields ready batches). Returns the
+    final loop state."""
     run, t = Path(run), cfg.train
     device = pick_device(t.device)
     owned = not dist.is_initialized()  # a caller's process group is left to the caller
     init_distributed(device, None if t.backend == "auto" else t.backend, t.dist_timeout, alone=t.strategy != "single")
     rank, _, world_size = world()
     try:
-        return _train(run, cfg, t, device, rank, world_size, resume, progress)
+        return _train(run, cfg, t, device, rank, world_size, resume, progress, source)
     finally:
         if owned:
             destroy_distributed()
 
 
-def _train(run, cfg, t, device, rank, world_size, resume, progress):
+def _train(run, cfg, t, device, rank, world_size, resume, progress, source=None):
     if t.threads:
         torch.set_num_threads(t.threads)
-    meta = load_meta(data_dir(run))
+    meta = load_meta(data_dir(run)) if source is None else {"vocab_size": 0}
     if meta["vocab_size"] > cfg.model.vocab_size:
         raise ValueError(f"the tokenizer has {meta['vocab_size']} tokens but the model only {cfg.model.vocab_size}; "
                          f"set --vocab-size >= {meta['vocab_size']}")
@@ -140,7 +147,7 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
     accum = t.batch_size // (world_size * micro)
 
     seed_everything(t.seed)
-    model = build_model(cfg.model).to(device)
+    model = (build_model(cfg.model) if source is None else source.build_model()).to(device)
     # wrap before building the optimizer: FSDP replaces the parameters with sharded ones
     wrapped = wrap_model(model, t.strategy, device, t.fsdp_shard, t.dtype)
     optimizer = build_optimizer(model, t)
@@ -158,18 +165,22 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
         if t.max_time is None and fixed != state["total_steps"]:
             print0(f"budget changed: {state['total_steps']} -> {fixed} steps (the schedule stretches to match)")
             state["total_steps"] = fixed
-    elif t.init_from:
+    elif t.init_from and source is None:  # a source loads its base weights itself
         dist_checkpoint.load_weights_any(model, weights_path(Path(t.init_from)))
         print0(f"initialised weights from {t.init_from} (fresh optimizer and schedule)")
 
-    objective = objective_for(cfg.model.family, {**meta["tokenizer"], "vocab_size": meta["vocab_size"]}, cfg.model)
-    window = raw_length(objective, t.seq_len) - 1  # TokenWindows(.., n) cuts n + 1 tokens; the decoder's n is seq_len
-    train_w = open_windows(data_dir(run), "train", window)  # a --mix mixture: weighted over its sources
-    val_w = open_windows(data_dir(run), "val", window)
-    val_batches = eval_ids(len(val_w), t.eval_batches, min(t.batch_size, len(val_w)), t.seed)
-    val_parts = {name: (w, eval_ids(len(w), t.eval_batches, min(t.batch_size, len(w)), t.seed))
-                 for name, w in source_windows(data_dir(run), "val", window).items()}  # per-source validation
-    bytes_per_token = meta["splits"]["val"]["text_bytes"] / meta["splits"]["val"]["tokens"]
+    if source is None:
+        objective = objective_for(cfg.model.family, {**meta["tokenizer"], "vocab_size": meta["vocab_size"]}, cfg.model)
+        window = raw_length(objective, t.seq_len) - 1  # TokenWindows(.., n) cuts n + 1 tokens; the decoder's n is seq_len
+        train_w = open_windows(data_dir(run), "train", window)  # a --mix mixture: weighted over its sources
+        val_w = open_windows(data_dir(run), "val", window)
+        val_batches = eval_ids(len(val_w), t.eval_batches, min(t.batch_size, len(val_w)), t.seed)
+        val_parts = {name: (w, eval_ids(len(w), t.eval_batches, min(t.batch_size, len(w)), t.seed))
+                     for name, w in source_windows(data_dir(run), "val", window).items()}  # per-source validation
+        bytes_per_token = meta["splits"]["val"]["text_bytes"] / meta["splits"]["val"]["tokens"]
+    else:  # ready batches (idx, targets[, pos, attn_mask]): the objective passes them through
+        objective, train_w, val_w, val_batches = source.objective, source.train, source.val, source.val_batches
+        val_parts, bytes_per_token = {}, source.bytes_per_token
     flops_tok = flops_per_token(cfg.model, t.seq_len, model)
     peak = matmul_peak_flops(device)
     if state["total_steps"] is None:  # a fresh run: the step/token budget now, the time budget after timing
@@ -236,7 +247,7 @@ def _train_step(wrapped, optimizer, windows, objective, step, micro, accum, t, d
     generator = torch.Generator().manual_seed(hash((t.seed, step, rank)) % 2**63)  # objective randomness
     total = torch.zeros((), device=device)
     for i in range(accum):
-        batch = windows.get(ids[i * micro:(i + 1) * micro]).to(device)  # (micro, T+1)
+        batch = _to(windows.get(ids[i * micro:(i + 1) * micro]), device)  # (micro, T+1), or a source's kwargs
         with no_sync(wrapped, sync=i == accum - 1), autocast(device, t.dtype):
             _, loss = wrapped(**objective(batch, generator))
             (loss / accum).backward()
