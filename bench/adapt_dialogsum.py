@@ -48,11 +48,16 @@ def sh(cmd: list[str], log: Path, env: dict) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/adapt")
-    ap.add_argument("--train", type=int, default=120, help="DialogSum dev examples used (10%% held out for validation)")
-    ap.add_argument("--test", type=int, default=50, help="first N test dialogues scored")
+    ap.add_argument("--train", type=int, default=80, help="DialogSum dev examples read (10%% held out for validation)")
+    ap.add_argument("--test", type=int, default=30, help="first N test dialogues scored")
+    ap.add_argument("--base-test", type=int, default=None,
+                    help="dialogues the base model's eval runs on (>= --test; scores use the first --test of them)")
     ap.add_argument("--shots", type=int, default=2, help="the few-shot row (docs/eval.md: 2-shot was the best)")
     ap.add_argument("--epochs", type=float, default=1.0)
-    ap.add_argument("--seq-len", type=int, default=512)
+    ap.add_argument("--seq-len", type=int, default=384)
+    ap.add_argument("--overlong", default="skip", help="training examples longer than --seq-len: skip | truncate")
+    ap.add_argument("--lr-full", default="1e-4")
+    ap.add_argument("--lr-lora", default="2e-3")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--ranks", default="8,32")
     ap.add_argument("--device", default="cpu")
@@ -68,17 +73,19 @@ def main(argv=None) -> int:
     common_eval = ["--task", "dialogsum", "--limit", str(args.test), "--max-new-tokens", "60", "--batch-size", "8",
                    "--threads", str(args.threads), "--device", args.device, "--quiet", "--show", "2"]
     ft = ["--init-from", str(base), "--data", "task:dialogsum", "--limit", str(args.train), "--epochs", str(args.epochs),
-          "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--warmup-steps", "2",
+          "--seq-len", str(args.seq_len), "--overlong", args.overlong, "--batch-size", str(args.batch_size), "--warmup-steps", "2",
           "--eval-every", "1000", "--keep-checkpoints", "1", "--threads", str(args.threads), "--device", args.device,
           "--quiet"]
-    rows = {"full SFT": ("full", None, ["--method", "full", "--lr", "1e-4"])}
+    rows = {"full SFT": ("full", None, ["--method", "full", "--lr", args.lr_full])}
     for r in (int(x) for x in args.ranks.split(",")):
         rows[f"LoRA r={r} SFT"] = ("lora", r, ["--method", "lora", "--lora-rank", str(r), "--lora-alpha", str(2 * r),
-                                                "--lr", "1e-3"])
+                                                "--lr", args.lr_lora])
 
     def prompting():
         if not (base / "eval" / "dialogsum.json").is_file():
-            sh(py + ["eval", "--run", str(base), "--shots", f"0,{args.shots}", *common_eval], out / "logs" / "eval_base.log", env)
+            base_eval = [*common_eval]
+            base_eval[base_eval.index("--limit") + 1] = str(args.base_test or args.test)
+            sh(py + ["eval", "--run", str(base), "--shots", f"0,{args.shots}", *base_eval], out / "logs" / "eval_base.log", env)
 
     def finetune(name):
         method, rank, flags = rows[name]
@@ -125,21 +132,29 @@ def main(argv=None) -> int:
     return 0
 
 
-def _scores(path: Path, shots: int) -> dict:
+def _scores(path: Path, shots: int, n: int) -> dict:
+    """Mean scores over the first n test dialogues of an eval result (its per-example records)."""
     r = json.loads(path.read_text())
     col = next(c for c in r["columns"] if c["shots"] == shots)
-    return {k: col[k] for k in ("rouge1", "rouge2", "rougeL", "n", "seconds", "completion_words", "prompt_tokens")}
+    recs = r["records"][col["column"]][:n]
+    if len(recs) < n:
+        raise SystemExit(f"{path} scored {len(recs)} dialogues, fewer than --test {n}")
+    mean = lambda f: sum(f(x) for x in recs) / n  # noqa: E731
+    return {"rouge1": mean(lambda x: x["score"]["rouge1"]), "rouge2": mean(lambda x: x["score"]["rouge2"]),
+            "rougeL": mean(lambda x: x["score"]["rougeL"]), "n": n,
+            "completion_words": mean(lambda x: len(x["completion"].split())),
+            "prompt_tokens": mean(lambda x: x["prompt_tokens"] or 0), "eval_s_per_dialogue": col["seconds"] / col["n"]}
 
 
 def collect(out: Path, base: Path, rows: dict, args) -> list[dict]:
     res = []
     for name, shots in (("zero-shot", 0), (f"{args.shots}-shot", args.shots)):
-        res.append({"row": name, **_scores(base / "eval" / "dialogsum.json", shots), "trainable_params": 0})
+        res.append({"row": name, **_scores(base / "eval" / "dialogsum.json", shots, args.test), "trainable_params": 0})
     for name, (method, rank, _) in rows.items():
         tag = "full" if method == "full" else f"lora{rank}"
         fj = json.loads((out / tag / "finetune.json").read_text())["result"]
         evaluated = out / (f"{tag}-merged" if method == "lora" else tag)
-        res.append({"row": name, **_scores(evaluated / "eval" / "dialogsum.json", 0), **fj})
+        res.append({"row": name, **_scores(evaluated / "eval" / "dialogsum.json", 0, args.test), **fj})
     return res
 
 

@@ -29,6 +29,9 @@ CASES = {
     "untied gelu d512 L2, B2 T512, sgd": Case({**BASE, "d_model": 512, "n_head": 8, "n_layer": 2, "mlp": "gelu",
                                                "tie_embeddings": False}, 2, 512, "sgd"),
     "encoder d256 L4, B8 T256, adamw": Case({**BASE, "family": "encoder"}, 8, 256, "adamw"),
+    "LoRA r8 llama-like d256 L4, B8 T256": Case(BASE, 8, 256, "adamw", lora_rank=8),
+    "LoRA r32 dropout 0.05 llama-like d256 L8, B16 T128": Case({**BASE, "n_layer": 8}, 16, 128, "adamw", lora_rank=32,
+                                                              lora_dropout=0.05),
 }
 
 

@@ -66,8 +66,7 @@ class Counts:
         if self.truncated:
             parts.append(f"{self.truncated} truncated to the sequence length")
         if self.skipped_long:
-            parts.append(f"{self.skipped_long} skipped as longer than the sequence length"
-                         " (with --overlong truncate: their prompt alone filled it)")
+            parts.append(f"{self.skipped_long} skipped as longer than the sequence length")
         if self.skipped_empty:
             parts.append(f"{self.skipped_empty} skipped with no target token left")
         return ", ".join(parts)
@@ -196,7 +195,7 @@ def load_examples(spec: DataSpec, tok, style, max_tokens: int, data_dir: str | N
         counts.read += 1
         if len(ex.ids) > max_tokens:
             cut = Example(ex.ids[:max_tokens], ex.mask[:max_tokens])
-            if spec.overlong == "skip" or not any(cut.mask[1:]):  # truncation would leave nothing to learn
+            if spec.overlong == "skip" or not any(cut.mask[1:]):  # truncated, its prompt alone would fill the row
                 counts.skipped_long += 1
                 continue
             ex = cut

@@ -70,6 +70,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--infer-batch", type=int, default=1)
     h.add_argument("--infer-seq", type=int, help="inference context for the KV cache (default: model context)")
     h.add_argument("--list-gpus", action="store_true")
+    h.add_argument("--lora-rank", type=int, help="also plan fine-tuning on one GPU: full vs LoRA adapters of this rank")
+    h.add_argument("--lora-targets", nargs="+", default=None, metavar="NAME",
+                   help="Linear layers LoRA adapts (default: qkv_proj o_proj up_proj down_proj; HF names too: q_proj ...)")
     c = p.add_argument_group("compute and scaling")
     c.add_argument("--tokens", type=_flt, help="training tokens, e.g. 300e9")
     c.add_argument("--budget-flops", type=_flt, help="compute budget in FLOPs, e.g. 5.76e23")
@@ -117,7 +120,8 @@ def make_plan(args) -> dict:
                   pp=args.pp, sp=args.sp, batch=args.batch, seq=args.seq, recompute=args.recompute, flash=not args.no_flash,
                   tokens=args.tokens, budget_flops=_budget(args), mfu=args.mfu, price=args.price,
                   unique_tokens=args.unique_tokens, max_epochs=args.max_epochs, law=args.law,
-                  infer_batch=args.infer_batch, infer_seq=args.infer_seq, reserve_gib=args.reserve_gib)
+                  infer_batch=args.infer_batch, infer_seq=args.infer_seq, reserve_gib=args.reserve_gib,
+                  lora_rank=args.lora_rank, lora_targets=tuple(args.lora_targets) if args.lora_targets else None)
     return build_plan(info, st)
 
 

@@ -248,3 +248,53 @@ def llmcycle_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el
     saved = layers + norm + 4 * sb * sh.vocab_size + tables + 16 * sb  # + final norm, log-softmax, rope tables, ids
     transient = e * sb * sh.vocab_size + 2 * 4 * sb * sh.vocab_size
     return {"saved": saved, "transient": transient, "total": saved + transient}
+
+
+# ------------------------------------------------------------------ fine-tuning: LoRA next to full
+
+LORA_TARGETS = ("qkv_proj", "o_proj", "up_proj", "down_proj")  # llmcycle's default (finetune/lora.py)
+ADAPTER_BYTES_PER_PARAM = 4 + 4 + 8  # adapters stay fp32 (as peft keeps them): weight, gradient, AdamW moments
+
+
+def lora_linear_dims(sh: ModelShape) -> dict[str, tuple[int, int]]:
+    """(in, out) of each Linear a LoRA target may name, per block: llmcycle's fused names and the
+    Hugging Face (Llama) names, so a plan of either kind of model can name its own layers."""
+    d, q, kv, f = sh.d_model, sh.q_dim, sh.kv_dim, sh.ffn_dim
+    return {"qkv_proj": (d, q + 2 * kv), "o_proj": (q, d), "up_proj": (d, f * (2 if sh.gated else 1)),
+            "down_proj": (f, d), "q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "gate_proj": (d, f)}
+
+
+def lora_params(sh: ModelShape, rank: int, targets: tuple[str, ...] | list[str] = LORA_TARGETS) -> int:
+    """Adapter parameters: r x (in + out) for every targeted Linear of every block (Hu et al. 2021)."""
+    dims = lora_linear_dims(sh)
+    unknown = [t for t in targets if t not in dims]
+    if unknown:
+        raise ValueError(f"LoRA targets {unknown} are not Linear layers the planner knows; choose among {', '.join(dims)}")
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    return sh.n_layer * sum(rank * (dims[t][0] + dims[t][1]) for t in targets)
+
+
+def lora_training_memory(n_params: float, shape: ModelShape, rank: int, targets=LORA_TARGETS, *, dtype: str = "bf16",
+                         base_dtype: str | None = None, batch: int = 1, seq: int | None = None, dropout: bool = False,
+                         llmcycle_cpu: bool = False, **act_kw) -> dict:
+    """One device's bytes to LoRA-fine-tune: the frozen base at its precision (no gradient, no optimizer
+    state), the adapters with their fp32 gradients and AdamW moments, and the activations, which are
+    the full fine-tune's (backpropagation still runs through every frozen layer) plus what the adapters
+    keep: A's output (r per token) for each adapted Linear, and with adapter dropout its output and mask.
+    llmcycle_cpu: activations from `llmcycle_activation_bytes` (eager fp32, what bench/plan_vs_measured.py
+    measures) instead of Korthikanti's table."""
+    seq = seq or shape.context
+    n_lora = lora_params(shape, rank, targets)
+    e = 4 if llmcycle_cpu else dtype_bytes(dtype)
+    if llmcycle_cpu:
+        act = llmcycle_activation_bytes(shape, seq, batch, 4)["total"]
+    else:
+        act = activation_bytes(shape, seq, batch, e, **act_kw)
+    dims = lora_linear_dims(shape)
+    per_token = sum(e * rank + (dims[t][0] * (e + 1) if dropout else 0) for t in targets)  # + dropout out, bool mask
+    extra = shape.n_layer * seq * batch * per_token
+    out = {"weights": n_params * dtype_bytes(base_dtype or dtype), "adapter_params": n_lora,
+           "adapters": n_lora * ADAPTER_BYTES_PER_PARAM, "activations": act + extra}
+    out["total"] = out["weights"] + out["adapters"] + out["activations"]
+    return out

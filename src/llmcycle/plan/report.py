@@ -41,6 +41,8 @@ class Settings:
     infer_batch: int = 1
     infer_seq: int | None = None
     reserve_gib: float = 1.0
+    lora_rank: int | None = None  # also plan fine-tuning: full vs LoRA at this rank, one GPU
+    lora_targets: tuple[str, ...] | None = None  # None: memory.LORA_TARGETS
 
     def validate(self) -> None:
         self.gpu = get_gpu(self.gpu).name  # canonical name: "h100" -> "h100-80gb"
@@ -102,7 +104,30 @@ def training_section(info: ModelInfo, st: Settings) -> dict:
     settings = {k: v for k, v in asdict(st).items() if k in keep}
     settings.update(dp=dp, gpus=st.gpus, seq=st.seq or (info.shape.context if info.shape else None),
                     highlighted_strategy=st.strategy, activations_known=info.shape is not None)
-    return {"settings": settings, "gpu": st.gpu, "capacity_bytes": cap, "per_device": per, "min_gpus": min_gpus}
+    out = {"settings": settings, "gpu": st.gpu, "capacity_bytes": cap, "per_device": per, "min_gpus": min_gpus}
+    if st.lora_rank:
+        out["fine_tuning"] = fine_tuning_section(info, st, cap)
+    return out
+
+
+def fine_tuning_section(info: ModelInfo, st: Settings, cap: float) -> dict:
+    """One GPU: full fine-tuning (every weight, its gradient and optimizer state) next to LoRA (frozen base)."""
+    if info.shape is None:
+        raise ValueError("--lora-rank needs the model's shape (--preset, --hf-config, --run or dims), not just --params")
+    kw = dict(batch=st.batch, seq=st.seq, recompute=st.recompute, flash=st.flash)
+    full = memory.training_memory(info.n_params, info.shape, dtype=st.dtype, optimizer=st.optimizer, strategy="ddp",
+                                  dp=1, **kw)
+    lora = memory.lora_training_memory(info.n_params, info.shape, st.lora_rank, st.lora_targets or memory.LORA_TARGETS,
+                                       dtype=st.dtype, **kw)
+    rows = {"full": {"trainable_params": info.n_params, "weights_bytes": full["weights"],
+                     "trainable_states_bytes": full["grads"] + full["optimizer"], "activations_bytes": full["activations"],
+                     "total_bytes": full["total"]},
+            f"lora_r{st.lora_rank}": {"trainable_params": lora["adapter_params"], "weights_bytes": lora["weights"],
+                                      "trainable_states_bytes": lora["adapters"], "activations_bytes": lora["activations"],
+                                      "total_bytes": lora["total"]}}
+    for r in rows.values():
+        r["fits"] = r["total_bytes"] <= cap
+    return {"rank": st.lora_rank, "targets": list(st.lora_targets or memory.LORA_TARGETS), "gpu": st.gpu, "rows": rows}
 
 
 def compute_section(info: ModelInfo, st: Settings) -> dict | None:

@@ -71,7 +71,17 @@ def training_text(tr: dict) -> str:
     t2 = table(["fewest GPUs"] + names, rows2)
     note = "zero1/2/3 = ZeRO stages (zero2 = FSDP SHARD_GRAD_OP, zero3 = FSDP FULL_SHARD); '-' = no count fits"
     title = "Smallest GPU count that fits, per strategy (same tp x pp, usable = datasheet GiB - reserve)"
-    return f"{head}\n{t1}\n\n{title}\n{t2}\n{note}"
+    text = f"{head}\n{t1}\n\n{title}\n{t2}\n{note}"
+    ft = tr.get("fine_tuning")
+    if ft:
+        cols = ("weights", "trainable states", "activations", "total")
+        keys = ("weights_bytes", "trainable_states_bytes", "activations_bytes", "total_bytes")
+        rows3 = [[name, f"{r['trainable_params']:,.0f}"] + [gb(r[k]) for k in keys] + ["yes" if r["fits"] else "no"]
+                 for name, r in ft["rows"].items()]
+        text += (f"\n\nFine-tuning on one {ft['gpu']} (same dtype, micro-batch and sequence; LoRA adapts "
+                 f"{', '.join(ft['targets'])}; adapters fp32 with AdamW)\n"
+                 + table(["method", "trainable params", *cols, f"fits {ft['gpu']}"], rows3))
+    return text
 
 
 def compute_text(c: dict | None) -> str:
