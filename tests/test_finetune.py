@@ -163,6 +163,7 @@ def test_lora_run_changes_only_adapters_and_merges_to_a_plain_run(base_run, tmp_
             assert torch.equal(t, base[name.replace(".base_layer", "")]), name
     spec = json.loads((out / "finetune.json").read_text())
     assert spec["result"]["trainable_params"] == sum(v.numel() for v in adapters.values())
+    assert f"| trainable parameters | {spec['result']['trainable_params']:,} of" in (out / "report.md").read_text()
     with pytest.raises(ValueError, match="merge it"):
         load_model(out)  # the LoRA run itself is not a plain model
     plain, _ = load_model(merged)  # ... its merge is, and computes base + adapters

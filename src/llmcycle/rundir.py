@@ -115,6 +115,7 @@ def load_tokenizer(run: Path):
 #   RUN/<MODEL_FILES>          the base run's tokenizer and prompt conventions, carried along
 
 FINETUNE = "finetune.json"
+REPORT, LOSS_PLOT = "report.md", "loss.png"  # as `llmcycle run` writes them (report.py)
 ADAPTER = "adapter.safetensors"
 MODEL_FILES = ("tokenizer.json", "tokenizer_meta.json", "tokenizer_config.json", "chat_template.jinja",
                "generation_config.json")

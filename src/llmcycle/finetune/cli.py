@@ -180,7 +180,7 @@ def run(args) -> int:
         _start_run(out, cfg, spec, source)
     for line in notes:
         print(line)
-    return _train(out, cfg, spec, source, args)
+    return _train(out, cfg, spec, source, args, notes)
 
 
 def _start_run(out: Path, cfg, spec: dict, source) -> None:
@@ -204,9 +204,9 @@ def _start_run(out: Path, cfg, spec: dict, source) -> None:
     atomic_write_text(finetune_path(out), json.dumps(spec, indent=2) + "\n")  # last: marks the run as started
 
 
-def _train(out: Path, cfg, spec: dict, source, args) -> int:
+def _train(out: Path, cfg, spec: dict, source, args, notes: list[str]) -> int:
     from llmcycle.finetune.lora import count_params
-    from llmcycle.finetune.source import merge_run, real_tokens_trained, save_adapter
+    from llmcycle.finetune.source import merge_run, real_tokens_trained, save_adapter, write_report
     from llmcycle.rundir import finetune_path
     from llmcycle.runtime import atomic_write_text
     from llmcycle.train.loop import train
@@ -234,6 +234,7 @@ def _train(out: Path, cfg, spec: dict, source, args) -> int:
         result["adapter_bytes"] = path.stat().st_size
         print(f"adapters: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     atomic_write_text(finetune_path(out), json.dumps({**spec, "result": result}, indent=2) + "\n")
+    write_report(out, spec, result, notes)
     print(f"fine-tuned {state['step']} steps, {result['tokens_trained']:,} tokens; val loss {result['val_loss']:.4f}; "
           f"{wall:.0f} s, peak memory {result['peak_rss_bytes'] / 2**30:.2f} GiB")
     if args.merge:

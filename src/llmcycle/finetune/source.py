@@ -129,5 +129,35 @@ def real_tokens_trained(rows: Rows, steps: int, batch_size: int, seed: int) -> i
     return sum(rows.real_tokens(global_batch_ids(s, batch_size, len(rows), seed)) for s in range(steps))
 
 
+def write_report(run: Path, spec: dict, result: dict, notes: list[str]) -> Path:
+    """RUN/report.md (what was trained, on what, at what cost, validation before/after) and the loss curve."""
+    from llmcycle.report import plot_loss, read_metrics
+    from llmcycle.rundir import LOSS_PLOT, REPORT
+
+    run = Path(run)
+    _, vals = read_metrics(run)
+    method = spec["method"] + (f" (rank {spec['lora']['rank']}, alpha {spec['lora']['alpha']:g}, dropout "
+                               f"{spec['lora']['dropout']:g}, targets {', '.join(spec['lora']['targets'])})"
+                               if spec["method"] == "lora" else "")
+    lines = [f"# Fine-tune {run.name}", "", f"- base: `{spec['base']}`", f"- method: {method}",
+             f"- data: `{spec['data']['source']}`, loss on {spec['data']['train_on']} tokens, "
+             f"{'packed' if spec['pack'] else 'padded'} rows", *[f"- {n}" for n in notes], "",
+             "| | value |", "|---|---:|",
+             f"| trainable parameters | {result['trainable_params']:,} of {result['total_params']:,} |",
+             f"| optimizer steps | {result['steps']} |", f"| tokens trained (no padding) | {result['tokens_trained']:,} |",
+             f"| wall time (s) | {result['wall_s']:.0f} |", f"| peak memory (RSS, GiB) | {result['peak_rss_bytes'] / 2**30:.2f} |"]
+    if vals:
+        lines.append(f"| validation loss, first -> last evaluation | {vals[0]['val_loss']:.4f} -> {vals[-1]['val_loss']:.4f} |")
+    if "adapter_bytes" in result:
+        lines.append(f"| adapter file (MiB) | {result['adapter_bytes'] / 2**20:.1f} |")
+    try:
+        plot_loss(run, run / LOSS_PLOT)
+        lines += ["", f"![loss curve]({LOSS_PLOT})"]
+    except ImportError:  # matplotlib absent: the table alone
+        pass
+    atomic_write_text(run / REPORT, "\n".join(lines) + "\n")
+    return run / REPORT
+
+
 def steps_for_epochs(epochs: float, rows: int, batch_size: int) -> int:
     return max(1, math.ceil(epochs * rows / batch_size))
