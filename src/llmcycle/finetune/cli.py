@@ -171,6 +171,11 @@ def run(args) -> int:
             train_kw["max_steps"] = 1  # replaced by the epochs' step count once the rows are known
         cfg = RunConfig(model=base_cfg.model, data=base_cfg.data, train=TrainConfig(**train_kw))
     source, counts, notes = build_source(spec, cfg, Path(spec["base"]))
+    from llmcycle.finetune.lora import count_params
+
+    trainable, total = count_params(source.meta_model())  # also: LoRA targets that match nothing raise here
+    notes.append(f"{spec['method']} fine-tuning: {trainable:,} trainable of {total:,} parameters "
+                 f"({trainable / total:.2%})")
     if not args.resume:
         if args.epochs is not None:
             from llmcycle.finetune.source import steps_for_epochs
@@ -184,19 +189,12 @@ def run(args) -> int:
 
 
 def _start_run(out: Path, cfg, spec: dict, source) -> None:
-    """Check the LoRA targets on a meta-device model, then write config, spec and the base's tokenizer files."""
+    """Write config, spec and the base's tokenizer files (every input was checked before)."""
     import shutil
 
-    import torch
-
-    from llmcycle.finetune.lora import add_lora
-    from llmcycle.models import build_model
     from llmcycle.rundir import config_path, finetune_path, model_files
     from llmcycle.runtime import atomic_write_text
 
-    if source.lora:
-        with torch.device("meta"):
-            add_lora(build_model(cfg.model), source.lora)
     out.mkdir(parents=True, exist_ok=True)
     for name, src in model_files(Path(spec["base"])).items():
         shutil.copyfile(src, out / name)
@@ -211,26 +209,15 @@ def _train(out: Path, cfg, spec: dict, source, args, notes: list[str]) -> int:
     from llmcycle.runtime import atomic_write_text
     from llmcycle.train.loop import train
 
-    built = {}
-    build = source.build_model
-
-    def build_and_count():
-        model = build()
-        built["trainable"], built["total"] = count_params(model)
-        built["model"] = model
-        print(f"{spec['method']} fine-tuning: {built['trainable']:,} trainable of {built['total']:,} parameters "
-              f"({built['trainable'] / built['total']:.2%})")
-        return model
-
-    source.build_model = build_and_count
     t0 = time.perf_counter()
     state = train(out, cfg, resume=args.resume, progress=not args.quiet, source=source)
     wall = time.perf_counter() - t0
-    result = {"trainable_params": built["trainable"], "total_params": built["total"], "steps": state["step"],
+    trainable, total = count_params(source.model)
+    result = {"trainable_params": trainable, "total_params": total, "steps": state["step"],
               "tokens_trained": real_tokens_trained(source.train, state["step"], cfg.train.batch_size, cfg.train.seed),
               "wall_s": round(wall, 1), "peak_rss_bytes": _peak_rss(), "val_loss": state["val"]["val_loss"]}
     if spec["method"] == "lora":
-        path = save_adapter(out, built["model"], source.lora, spec["base"])
+        path = save_adapter(out, source.model, source.lora, spec["base"])
         result["adapter_bytes"] = path.stat().st_size
         print(f"adapters: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     atomic_write_text(finetune_path(out), json.dumps({**spec, "result": result}, indent=2) + "\n")

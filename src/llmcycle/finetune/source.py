@@ -14,7 +14,7 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +43,7 @@ class FinetuneSource:
     lora: LoraSpec | None
     micro_batch: int
     bytes_per_token: float  # of the validation targets: val loss / ln 2 / this = bits per byte
+    model: torch.nn.Module | None = field(default=None, init=False)  # what build_model built (the loop trains it)
     objective = staticmethod(passthrough)
 
     @property
@@ -51,10 +52,17 @@ class FinetuneSource:
         n = len(self.val)
         return [np.arange(i, min(n, i + self.micro_batch)) for i in range(0, n, self.micro_batch)]
 
+    def meta_model(self) -> torch.nn.Module:
+        """The model to train on the meta device (no memory, no weights): checks the LoRA targets, counts."""
+        with torch.device("meta"):
+            model = build_model(self.model_cfg)
+            return add_lora(model, self.lora) if self.lora else model
+
     def build_model(self) -> torch.nn.Module:
         model = build_model(self.model_cfg)
         load_weights(model, self.base_weights)
-        return add_lora(model, self.lora) if self.lora else model
+        self.model = add_lora(model, self.lora) if self.lora else model
+        return self.model
 
 
 def target_bytes_per_token(rows: Rows, tok) -> float:
