@@ -20,8 +20,8 @@ from llmcycle.finetune.data import IGNORE, DataSpec, Encoder, Example, Rows, loa
 from llmcycle.finetune.lora import LoraSpec, add_lora, count_params, merge_into
 from llmcycle.inference.chat import PromptStyle
 from llmcycle.models import build_model
-from llmcycle.rundir import config_path, latest_checkpoint, load_model, weights_path
-from llmcycle.train.checkpoint import save_checkpoint
+from llmcycle import checkpoint
+from llmcycle.rundir import latest_checkpoint, load_model, save_config, weights_path
 
 CHAT = ("{% for m in messages %}{{ bos_token + m['role'] + '\n' + m['content'] + eos_token + '\n' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ bos_token + 'assistant\n' }}{% endif %}")
@@ -33,10 +33,10 @@ def _base(path, chat=False, family="decoder"):
     tok.save(path / "data" / "tokenizer.json")
     cfg = RunConfig(model=tiny_model(vocab_size=tok.vocab_size, family=family),
                     train=TrainConfig(max_steps=1, seq_len=32))
-    cfg.save(config_path(path))
+    save_config(path, cfg)
     torch.manual_seed(0)
     model = build_model(cfg.model)
-    save_checkpoint(path, 0, model, torch.optim.AdamW(model.parameters()), {"step": 0})
+    checkpoint.save(path, 0, model, torch.optim.AdamW(model.parameters()), {"step": 0}, keep=1, sharded=False)
     if chat:
         (path / "chat_template.jinja").write_text(CHAT)
     return path

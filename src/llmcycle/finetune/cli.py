@@ -28,8 +28,8 @@ DEFAULTS = {"weight_decay": 0.0, "warmup_steps": 10, "batch_size": 8, "seq_len":
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from llmcycle.cli import add_config_flags  # the flags generated from TrainConfig, shared with `train`
     from llmcycle.config import TrainConfig
+    from llmcycle.flags import add_dataclass_flags  # the flags generated from TrainConfig, shared with `train`
 
     p.add_argument("--run", required=True, help="output run directory (new, or one to --resume / --merge)")
     p.add_argument("--init-from", dest="base", help="the decoder run to fine-tune (trained or imported)")
@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="after a LoRA fine-tune (or alone, on a finished one): write DIR, a plain run with the adapters "
                         "folded into the base weights")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(p, TrainConfig, "training", skip=("init_from",))
+    add_dataclass_flags(p, TrainConfig, "training", skip=("init_from",))
 
 
 def _peak_rss() -> int:
@@ -122,12 +122,11 @@ def build_source(spec: dict, cfg, tok_run: Path):
 
 
 def _check_base(base: Path):
-    from llmcycle.config import RunConfig
-    from llmcycle.rundir import config_path, weights_path
+    from llmcycle.rundir import CONFIG, is_run, load_config, weights_path
 
-    if not config_path(base).is_file():
-        raise ValueError(f"--init-from {base}: no config.json there; give a run directory (trained or imported)")
-    cfg = RunConfig.load(config_path(base))
+    if not is_run(base):
+        raise ValueError(f"--init-from {base}: no {CONFIG} there; give a run directory (trained or imported)")
+    cfg = load_config(base)
     if cfg.model.family != "decoder":
         raise ValueError(f"--init-from {base} is a {cfg.model.family} model; `llmcycle finetune` fine-tunes decoder "
                          "(causal LM) runs")
@@ -137,7 +136,7 @@ def _check_base(base: Path):
 
 def run(args) -> int:
     from llmcycle.config import RunConfig, TrainConfig
-    from llmcycle.rundir import config_path, finetune_path, latest_checkpoint
+    from llmcycle.rundir import FINETUNE, finetune_path, latest_checkpoint, load_config
 
     out = Path(args.run)
     if args.merge and not args.data and not args.resume:
@@ -147,9 +146,9 @@ def run(args) -> int:
         return 0
     if args.resume:
         if not finetune_path(out).is_file():
-            raise ValueError(f"--resume: {out} is not a fine-tune run (no {finetune_path(out).name})")
+            raise ValueError(f"--resume: {out} is not a fine-tune run (no {FINETUNE})")
         spec = json.loads(finetune_path(out).read_text(encoding="utf-8"))
-        cfg = RunConfig.load(config_path(out))
+        cfg = load_config(out)
     else:
         if not args.base or not args.data:
             raise ValueError("give the base model and the data: --init-from RUN --data FILE.jsonl|task:NAME")
@@ -157,9 +156,9 @@ def run(args) -> int:
             raise ValueError(f"{out} already holds a run; continue it with --resume or choose a new --run")
         base_cfg = _check_base(Path(args.base))
         spec = _spec_from_args(args)
-        from llmcycle.cli import overrides
+        from llmcycle.flags import given as given_flags
 
-        given = overrides(args, TrainConfig)
+        given = given_flags(args, TrainConfig)
         budget = [k for k in ("max_steps", "max_tokens", "max_time") if given.get(k) is not None]
         if args.epochs is not None and budget:
             raise ValueError(f"give one budget: --epochs or --{budget[0].replace('_', '-')}, not both")
@@ -190,23 +189,21 @@ def run(args) -> int:
 
 def _start_run(out: Path, cfg, spec: dict, source) -> None:
     """Write config, spec and the base's tokenizer files (every input was checked before)."""
-    import shutil
-
-    from llmcycle.rundir import config_path, finetune_path, model_files
-    from llmcycle.runtime import atomic_write_text
+    from llmcycle.atomic import atomic_write_text
+    from llmcycle.finetune.source import copy_model_files
+    from llmcycle.rundir import finetune_path, save_config
 
     out.mkdir(parents=True, exist_ok=True)
-    for name, src in model_files(Path(spec["base"])).items():
-        shutil.copyfile(src, out / name)
-    cfg.save(config_path(out))
+    copy_model_files(Path(spec["base"]), out)
+    save_config(out, cfg)
     atomic_write_text(finetune_path(out), json.dumps(spec, indent=2) + "\n")  # last: marks the run as started
 
 
 def _train(out: Path, cfg, spec: dict, source, args, notes: list[str]) -> int:
     from llmcycle.finetune.lora import count_params
     from llmcycle.finetune.source import merge_run, real_tokens_trained, save_adapter, write_report
+    from llmcycle.atomic import atomic_write_text
     from llmcycle.rundir import finetune_path
-    from llmcycle.runtime import atomic_write_text
     from llmcycle.train.loop import train
 
     t0 = time.perf_counter()

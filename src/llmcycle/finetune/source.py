@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +19,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llmcycle import rundir
+from llmcycle.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
+from llmcycle.checkpoint import load_weights, save_weights
 from llmcycle.config import ModelConfig, RunConfig
 from llmcycle.finetune.data import IGNORE, Rows
 from llmcycle.finetune.lora import LoraSpec, add_lora, adapter_state, merge_into
 from llmcycle.models import build_model
-from llmcycle.rundir import (ADAPTER, checkpoints_dir, config_path, finetune_path, latest_checkpoint, load_weights,
-                             model_files, weights_path)
-from llmcycle.runtime import atomic_write_bytes, atomic_write_text, fsync_dir
 
 
 def passthrough(batch: dict, generator=None) -> dict:
@@ -75,7 +74,7 @@ def save_adapter(run: Path, model: torch.nn.Module, spec: LoraSpec, base: str) -
     from safetensors.torch import save
 
     meta = {"format": "llmcycle-lora", "lora": json.dumps(spec.to_dict()), "base": base}
-    path = Path(run) / ADAPTER
+    path = rundir.adapter_path(run)
     atomic_write_bytes(path, save(adapter_state(model), metadata=meta))
     return path
 
@@ -83,22 +82,20 @@ def save_adapter(run: Path, model: torch.nn.Module, spec: LoraSpec, base: str) -
 def load_finetuned(run: Path, device: str = "cpu") -> tuple[torch.nn.Module, RunConfig, dict]:
     """A fine-tuned run's newest model as trained (LoRA runs: base + adapters), with its finetune.json."""
     run = Path(run)
-    if not finetune_path(run).is_file():
-        raise ValueError(f"{run} is not a fine-tuned run (no {finetune_path(run).name}); `llmcycle finetune` makes one")
-    spec = json.loads(finetune_path(run).read_text(encoding="utf-8"))
-    cfg = RunConfig.load(config_path(run))
+    if not rundir.finetune_path(run).is_file():
+        raise ValueError(f"{run} is not a fine-tuned run (no {rundir.FINETUNE}); `llmcycle finetune` makes one")
+    spec = json.loads(rundir.finetune_path(run).read_text(encoding="utf-8"))
+    cfg = rundir.load_config(run)
     model = build_model(cfg.model)
     if spec["method"] == "lora" and not spec.get("merged"):
         add_lora(model, LoraSpec(**spec["lora"]))
-    load_weights(model, weights_path(run))
+    load_weights(model, rundir.weights_path(run))
     return model.to(device).eval(), cfg, spec
 
 
 def merge_run(run: Path, out: Path) -> Path:
     """Write OUT: run's config, tokenizer and prompt files, and one checkpoint of merged plain weights.
     Built under a temporary name and renamed, so OUT is whole or absent."""
-    from safetensors.torch import save_model
-
     run, out = Path(run), Path(out)
     if out.exists():
         raise ValueError(f"--merge {out} already exists; give a new directory")
@@ -106,28 +103,25 @@ def merge_run(run: Path, out: Path) -> Path:
     if spec["method"] != "lora" or spec.get("merged"):
         raise ValueError(f"{run} is a {'merged' if spec.get('merged') else 'full'} fine-tune: its weights are plain "
                          "already (generate / eval / export read it as it is)")
-    ckpt = latest_checkpoint(run)
-    step = int(json.loads((ckpt / "state.json").read_text())["step"]) if ckpt else 0
-    base = build_model(cfg.model)
-    merged = merge_into(base, model)
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        final = checkpoints_dir(tmp) / f"step_{step:06d}"
-        final.mkdir(parents=True)
-        save_model(merged, str(final / weights_path(ckpt).name))
-        atomic_write_text(final / "state.json", json.dumps({"step": step, "merged_from": str(run)}) + "\n")
-        cfg.save(config_path(tmp))
-        for name, src in model_files(run).items():
-            shutil.copyfile(src, tmp / name)
-        atomic_write_text(finetune_path(tmp), json.dumps({**spec, "merged": True, "merged_from": str(run)},
-                                                         indent=2) + "\n")
-        fsync_dir(tmp)
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    step = rundir.read_state(rundir.latest_checkpoint(run))["step"]
+    merged = merge_into(build_model(cfg.model), model)
+    with atomic_dir(out) as tmp:
+        ckpt = rundir.step_dir(tmp, step)
+        ckpt.mkdir(parents=True)
+        save_weights(merged, ckpt / rundir.WEIGHTS)
+        atomic_write_text(rundir.state_path(ckpt), json.dumps({"step": step, "merged_from": str(run)}) + "\n")
+        rundir.save_config(tmp, cfg)
+        copy_model_files(run, tmp)
+        atomic_write_text(rundir.finetune_path(tmp), json.dumps({**spec, "merged": True, "merged_from": str(run)},
+                                                                indent=2) + "\n")
     return out
+
+
+def copy_model_files(src: Path, dst: Path) -> None:
+    """The tokenizer and prompt-convention files of run `src`, into run `dst` at the same places."""
+    for rel, path in rundir.model_files(src).items():
+        (Path(dst) / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(dst) / rel)
 
 
 def real_tokens_trained(rows: Rows, steps: int, batch_size: int, seed: int) -> int:
@@ -139,8 +133,7 @@ def real_tokens_trained(rows: Rows, steps: int, batch_size: int, seed: int) -> i
 
 def write_report(run: Path, spec: dict, result: dict, notes: list[str]) -> Path:
     """RUN/report.md (what was trained, on what, at what cost, validation before/after) and the loss curve."""
-    from llmcycle.report import plot_loss, read_metrics
-    from llmcycle.rundir import LOSS_PLOT, REPORT
+    from llmcycle.lifecycle.report import plot_loss, read_metrics
 
     run = Path(run)
     _, vals = read_metrics(run)
@@ -159,12 +152,12 @@ def write_report(run: Path, spec: dict, result: dict, notes: list[str]) -> Path:
     if "adapter_bytes" in result:
         lines.append(f"| adapter file (MiB) | {result['adapter_bytes'] / 2**20:.1f} |")
     try:
-        plot_loss(run, run / LOSS_PLOT)
-        lines += ["", f"![loss curve]({LOSS_PLOT})"]
+        plot_loss(run, rundir.loss_plot_path(run))
+        lines += ["", f"![loss curve]({rundir.LOSS_PLOT})"]
     except ImportError:  # matplotlib absent: the table alone
         pass
-    atomic_write_text(run / REPORT, "\n".join(lines) + "\n")
-    return run / REPORT
+    atomic_write_text(rundir.report_path(run), "\n".join(lines) + "\n")
+    return rundir.report_path(run)
 
 
 def steps_for_epochs(epochs: float, rows: int, batch_size: int) -> int:
