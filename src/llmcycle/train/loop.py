@@ -22,9 +22,8 @@ from tqdm.auto import tqdm
 
 from llmcycle.config import RunConfig
 from llmcycle.data.objectives import objective_for, raw_length
-from llmcycle.data.loader import TokenWindows, eval_ids, global_batch_ids, rank_share
-from llmcycle.data.mixture import open_windows, source_windows
-from llmcycle.data.prepare import load_meta
+from llmcycle.data.loader import TokenWindows, eval_ids, global_batch_ids, open_windows, rank_share, source_windows
+from llmcycle.data.shards import load_meta
 from llmcycle.models import build_model
 from llmcycle.models.accounting import flops_per_token
 from llmcycle import checkpoint
