@@ -178,8 +178,9 @@ def mixture_parts(mix: list[str]) -> list[tuple[str, str, float]]:
             w = float(weight)
         except ValueError:
             w = -1.0
-        if not source or w <= 0:
-            raise ValueError(f"--mix entry {entry!r} must be [NAME=]SOURCE:WEIGHT with a weight > 0, e.g. finance.jsonl:0.5")
+        if not source or not math.isfinite(w) or w <= 0:
+            raise ValueError(f"--mix entry {entry!r} must be [NAME=]SOURCE:WEIGHT with a finite weight > 0, "
+                             "e.g. finance.jsonl:0.5")
         name = name or ("default" if source == "default" else Path(source).stem or "source")
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         while name in [p[0] for p in parts]:
