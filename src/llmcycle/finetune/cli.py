@@ -86,10 +86,10 @@ def _spec_from_args(args) -> dict:
 
 
 def build_source(spec: dict, cfg, tok_run: Path):
-    """Examples -> rows -> the loop's FinetuneSource; every data error is raised here, before any write."""
+    """Examples -> rows -> the loop's FinetuneBatches; every data error is raised here, before any write."""
     from llmcycle.finetune.data import DataSpec, Rows, load_examples, split
     from llmcycle.finetune.lora import LoraSpec
-    from llmcycle.finetune.source import FinetuneSource, target_bytes_per_token
+    from llmcycle.finetune.source import FinetuneBatches, target_bytes_per_token
     from llmcycle.inference.chat import prompt_style
     from llmcycle.rundir import load_tokenizer, weights_path
 
@@ -109,9 +109,8 @@ def build_source(spec: dict, cfg, tok_run: Path):
     train_rows = Rows(train_ex, t.seq_len, spec["pack"], pad, t.seed)
     val_rows = Rows(val_ex, t.seq_len, spec["pack"], pad, t.seed)
     lora = LoraSpec(**spec["lora"]) if spec["method"] == "lora" else None
-    micro = t.micro_batch_size or t.batch_size
-    source = FinetuneSource(cfg.model, weights_path(Path(spec["base"])), train_rows, val_rows, lora, micro,
-                            target_bytes_per_token(val_rows, tok))
+    source = FinetuneBatches(cfg.model, weights_path(Path(spec["base"])), train_rows, val_rows, lora, t.batch_size,
+                             t.seq_len, t.seed, target_bytes_per_token(val_rows, tok))
     notes = [f"data: {counts.describe()}" + (f"; validation: {vcounts.describe()}" if vcounts else "")]
     if counts.truncated:
         notes.append(f"warning: {counts.truncated} example(s) were longer than --seq-len {t.seq_len} and lost their "
@@ -165,7 +164,7 @@ def run(args) -> int:
         if args.epochs is None and not budget:
             args.epochs = 1.0  # one pass over the training rows
         train_kw = {**DEFAULTS, "seq_len": min(DEFAULTS["seq_len"], base_cfg.model.max_seq_len),
-                    "lr": DEFAULT_LR[args.method], **given, "init_from": str(args.base)}
+                    "lr": DEFAULT_LR[args.method], **given}  # base weights: loaded by FinetuneBatches.build_model
         if args.epochs is not None:
             train_kw["max_steps"] = 1  # replaced by the epochs' step count once the rows are known
         cfg = RunConfig(model=base_cfg.model, data=base_cfg.data, train=TrainConfig(**train_kw))
@@ -206,20 +205,24 @@ def _train(out: Path, cfg, spec: dict, source, args, notes: list[str]) -> int:
     from llmcycle.rundir import finetune_path
     from llmcycle.train.loop import train
 
+    import torch
+
     t0 = time.perf_counter()
-    state = train(out, cfg, resume=args.resume, progress=not args.quiet, source=source)
+    torch.manual_seed(cfg.train.seed)  # the adapters' random init, before the loop seeds everything else
+    model = source.build_model()
+    state = train(out, cfg, resume=args.resume, progress=not args.quiet, batches=lambda run, cfg: source, model=model)
     wall = time.perf_counter() - t0
     trainable, total = count_params(source.model)
-    result = {"trainable_params": trainable, "total_params": total, "steps": state["step"],
-              "tokens_trained": real_tokens_trained(source.train, state["step"], cfg.train.batch_size, cfg.train.seed),
-              "wall_s": round(wall, 1), "peak_rss_bytes": _peak_rss(), "val_loss": state["val"]["val_loss"]}
+    result = {"trainable_params": trainable, "total_params": total, "steps": state.step,
+              "tokens_trained": real_tokens_trained(source.train, state.step, cfg.train.batch_size, cfg.train.seed),
+              "wall_s": round(wall, 1), "peak_rss_bytes": _peak_rss(), "val_loss": state.val["val_loss"]}
     if spec["method"] == "lora":
         path = save_adapter(out, source.model, source.lora, spec["base"])
         result["adapter_bytes"] = path.stat().st_size
         print(f"adapters: {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     atomic_write_text(finetune_path(out), json.dumps({**spec, "result": result}, indent=2) + "\n")
     write_report(out, spec, result, notes)
-    print(f"fine-tuned {state['step']} steps, {result['tokens_trained']:,} tokens; val loss {result['val_loss']:.4f}; "
+    print(f"fine-tuned {state.step} steps, {result['tokens_trained']:,} tokens; val loss {result['val_loss']:.4f}; "
           f"{wall:.0f} s, peak memory {result['peak_rss_bytes'] / 2**30:.2f} GiB")
     if args.merge:
         print(f"merged into {merge_run(out, Path(args.merge))}")

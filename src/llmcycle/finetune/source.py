@@ -1,8 +1,9 @@
 """What the training loop needs to fine-tune instead of pretrain, and what a fine-tune leaves behind.
 
-    FinetuneSource   build_model() = base config + base weights [+ LoRA adapters]; train/val rows whose
-                     get(ids) is the forward's kwargs; a pass-through objective; validation batches
-                     covering the held-out split once
+    FinetuneBatches  the loop's `Batches` (train/batches.py): step s draws rows global_batch_ids(s) of the
+                     training rows (a pure function of seed and step: exact resume), each micro-batch the
+                     forward's kwargs (idx, masked targets[, pos, attn_mask]); validation covers every
+                     held-out example once. build_model() = base config + base weights [+ LoRA adapters]
     save_adapter     RUN/adapter.safetensors: the adapter tensors alone (atomic)
     merge_run        a LoRA run -> a plain run directory (base weights + adapters folded in), atomic,
                      which generate / eval / export / serve read with no adapter code
@@ -26,30 +27,38 @@ from llmcycle.config import ModelConfig, RunConfig
 from llmcycle.finetune.data import IGNORE, Rows
 from llmcycle.finetune.lora import LoraSpec, add_lora, adapter_state, merge_into
 from llmcycle.models import build_model
-
-
-def passthrough(batch: dict, generator=None) -> dict:
-    """The objective of ready-made batches: the rows already hold idx and masked targets."""
-    return batch
+from llmcycle.train.batches import Batches
 
 
 @dataclass
-class FinetuneSource:
+class FinetuneBatches(Batches):
     model_cfg: ModelConfig
     base_weights: Path  # model.safetensors of the run fine-tuned from
     train: Rows
     val: Rows
     lora: LoraSpec | None
-    micro_batch: int
+    batch_size: int  # rows per optimizer step, all ranks
+    seq_len: int
+    seed: int
     bytes_per_token: float  # of the validation targets: val loss / ln 2 / this = bits per byte
     model: torch.nn.Module | None = field(default=None, init=False)  # what build_model built (the loop trains it)
-    objective = staticmethod(passthrough)
 
     @property
-    def val_batches(self) -> list[np.ndarray]:
-        """Every validation row once, in batches of at most micro_batch rows."""
-        n = len(self.val)
-        return [np.arange(i, min(n, i + self.micro_batch)) for i in range(0, n, self.micro_batch)]
+    def tokens_per_step(self) -> int:  # row slots; `real_tokens_trained` counts the tokens without padding
+        return self.batch_size * self.seq_len
+
+    def micro_batches(self, step, rank, world_size, micro, accum) -> list[dict]:
+        from llmcycle.data.loader import global_batch_ids, rank_share
+
+        ids = rank_share(global_batch_ids(step, self.batch_size, len(self.train), self.seed), rank, world_size)
+        return [self.train.get(ids[i * micro:(i + 1) * micro]) for i in range(accum)]
+
+    def validation(self, rank, world_size) -> dict[str, list[dict]]:
+        """Every validation row once, in batches of at most batch_size rows (each rank its share)."""
+        n, b = len(self.val), self.batch_size
+        batches = [np.arange(i, min(n, i + b)) for i in range(0, n, b)]
+        share = lambda ids: ids[rank::world_size] if len(ids) >= world_size else ids  # noqa: E731
+        return {"": [self.val.get(share(ids)) for ids in batches]}
 
     def meta_model(self) -> torch.nn.Module:
         """The model to train on the meta device (no memory, no weights): checks the LoRA targets, counts."""
