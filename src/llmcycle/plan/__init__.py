@@ -15,7 +15,7 @@ llmcycle's own models). Nothing here imports torch at import time.
 from llmcycle.plan.compute import (PF_DAY, flops_from_gpu_hours, flops_per_token, kaplan_forward_flops_per_token,
                                    korthikanti_hardware_flops, korthikanti_model_flops, pf_days, run_cost, step_flops,
                                    training_flops)
-from llmcycle.plan.hardware import GB, GIB, GPUS, get_gpu
+from llmcycle.plan.hardware import GB, GIB, GPUS, get_gpu, gpu_for_device
 from llmcycle.plan.memory import (activation_bytes, dtype_bytes, inference_memory, korthikanti_layer_bytes,
                                   kv_cache_bytes, layer_activation_bytes, model_state_bytes,
                                   model_state_bytes_per_param, smallest_dp, training_memory, weight_bytes)

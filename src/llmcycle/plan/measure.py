@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import subprocess
@@ -106,9 +108,6 @@ def _make(case: Case, cfg, device="cpu"):
 
 def _child_cpu(case: Case) -> dict:
     """Runs inside the fresh subprocess."""
-    import ctypes
-    import gc
-
     import torch  # torch only in the measuring subprocess
 
     torch.manual_seed(0)
