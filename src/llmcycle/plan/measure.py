@@ -16,12 +16,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
+from llmcycle.config import ModelConfig
+from llmcycle.plan.compute import step_flops
 from llmcycle.plan.memory import llmcycle_activation_bytes, lora_training_memory, model_state_bytes
 from llmcycle.plan.shape import from_config, param_groups
 
@@ -30,44 +34,40 @@ from llmcycle.plan.shape import from_config, param_groups
 class Case:
     model: dict  # ModelConfig fields
     batch: int
-    seq: int
+    seq_len: int  # training sequence length
     optimizer: str = "adamw"  # adamw | sgd (momentum 0.9)
     lora_rank: int | None = None  # LoRA fine-tuning: adapters of this rank on every block Linear, the base frozen
     lora_dropout: float = 0.0
 
-    def config(self):
-        from llmcycle.config import ModelConfig
-
+    def config(self) -> ModelConfig:
         return ModelConfig(**self.model)
 
 
 def predicted(case: Case) -> dict:
     sh = from_config(case.config())
     n = param_groups(sh)["total"]
-    from llmcycle.plan.compute import step_flops
-
-    if case.lora_rank:  # frozen base + fp32 adapters with AdamW; FLOPs are not compared for LoRA
-        m = lora_training_memory(n, sh, case.lora_rank, dtype="fp32", batch=case.batch, seq=case.seq,
+    if case.lora_rank:  # frozen base + fp32 adapters with AdamW (their gradients counted with them)
+        m = lora_training_memory(n, sh, case.lora_rank, dtype="fp32", batch=case.batch, seq=case.seq_len,
                                  dropout=case.lora_dropout > 0, llmcycle_cpu=True)
-        return {"params": n, "flops": step_flops(sh, case.batch, case.seq), "weights": m["weights"], "grads": 0.0,
+        return {"params": n, "flops": step_flops(sh, case.batch, case.seq_len), "weights": m["weights"], "grads": 0.0,
                 "optimizer": m["adapters"], "activations": m["activations"], "peak": m["total"]}
     states = model_state_bytes(n, "fp32", case.optimizer)
-    act = llmcycle_activation_bytes(sh, case.seq, case.batch, 4)
-    return {"params": n, "flops": step_flops(sh, case.batch, case.seq), "weights": states["weights"],
+    act = llmcycle_activation_bytes(sh, case.seq_len, case.batch, 4)
+    return {"params": n, "flops": step_flops(sh, case.batch, case.seq_len), "weights": states["weights"],
             "grads": states["grads"], "optimizer": states["optimizer"], "activations": act["total"],
             "peak": states["total"] + act["total"]}
 
 
 def measure_params_flops(case: Case) -> dict:
     """Exact parameter count (meta device) and FlopCounterMode FLOPs of one forward+backward."""
-    import torch
+    import torch  # torch only to measure: the predictions above need none
 
     from llmcycle.models import build_model
     from llmcycle.models.accounting import count_params, measure_flops
 
     cfg = case.config()
     model = build_model(cfg)
-    idx = torch.randint(0, cfg.vocab_size, (case.batch, case.seq))
+    idx = torch.randint(0, cfg.vocab_size, (case.batch, case.seq_len))
     return {"params": count_params(cfg)["total"], "flops": measure_flops(model, idx, idx)}
 
 
@@ -102,7 +102,7 @@ def _step(model, opt, idx, tgt) -> None:
 
 
 def _make(case: Case, cfg, device="cpu"):
-    import torch
+    import torch  # torch only to measure: the predictions above need none
 
     from llmcycle.models import build_model
 
@@ -114,16 +114,13 @@ def _make(case: Case, cfg, device="cpu"):
     params = [p for p in model.parameters() if p.requires_grad]
     opt = (torch.optim.AdamW(params, lr=1e-4) if case.optimizer == "adamw"
            else torch.optim.SGD(params, lr=1e-4, momentum=0.9))
-    idx = torch.randint(0, cfg.vocab_size, (case.batch, case.seq), device=device)
+    idx = torch.randint(0, cfg.vocab_size, (case.batch, case.seq_len), device=device)
     return model, opt, idx, torch.roll(idx, -1, 1)
 
 
 def _child_cpu(case: Case) -> dict:
     """Runs inside the fresh subprocess."""
-    import ctypes
-    import gc
-
-    import torch
+    import torch  # torch only in the measuring subprocess
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -155,7 +152,7 @@ def measure_cpu_peak(case: Case, timeout: float = 300) -> dict:
 
 def measure_cuda_peak(case: Case) -> dict:
     """Same protocol on a GPU: torch.cuda.max_memory_allocated after a reset between steps 1 and 2."""
-    import torch
+    import torch  # torch only to measure: the predictions above need none
 
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA GPU visible: the CUDA measurement (torch.cuda.max_memory_allocated) needs one; "
