@@ -146,6 +146,22 @@ def _scores(path: Path, shots: int, n: int) -> dict:
             "prompt_tokens": mean(lambda x: x["prompt_tokens"] or 0), "eval_s_per_dialogue": col["seconds"] / col["n"]}
 
 
+def planned_peak(base: Path, method: str, rank: int | None, args) -> float:
+    """The planner's training memory for this row (CPU fp32 accounting, rows padded to --seq-len: an upper
+    bound on the longest batch), bytes; the measured peak RSS adds the process's own ~0.5-1 GiB."""
+    from llmcycle.config import RunConfig
+    from llmcycle.plan import memory
+    from llmcycle.plan.shape import from_config, param_groups
+
+    sh = from_config(RunConfig.load(base / "config.json").model)
+    n = param_groups(sh)["total"]
+    if method == "lora":
+        return memory.lora_training_memory(n, sh, rank, dtype="fp32", batch=args.batch_size, seq=args.seq_len,
+                                           dropout=True, llmcycle_cpu=True)["total"]
+    states = memory.model_state_bytes(n, "fp32", "adamw")["total"]
+    return states + memory.llmcycle_activation_bytes(sh, args.seq_len, args.batch_size, 4)["total"]
+
+
 def collect(out: Path, base: Path, rows: dict, args) -> list[dict]:
     res = []
     for name, shots in (("zero-shot", 0), (f"{args.shots}-shot", args.shots)):
@@ -154,13 +170,15 @@ def collect(out: Path, base: Path, rows: dict, args) -> list[dict]:
         tag = "full" if method == "full" else f"lora{rank}"
         fj = json.loads((out / tag / "finetune.json").read_text())["result"]
         evaluated = out / (f"{tag}-merged" if method == "lora" else tag)
-        res.append({"row": name, **_scores(evaluated / "eval" / "dialogsum.json", 0, args.test), **fj})
+        res.append({"row": name, **_scores(evaluated / "eval" / "dialogsum.json", 0, args.test), **fj,
+                    "planned_peak_bytes": planned_peak(base, method, rank, args)})
     return res
 
 
 def table(results: list[dict], args) -> str:
     lines = [f"| row | ROUGE-1 | ROUGE-2 | ROUGE-L | words/answer | trainable params | tokens trained | "
-             f"train wall (s) | peak RSS (GiB) | FLAN-T5 lab ROUGE-1 |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"train wall (s) | peak RSS (GiB) | planner (GiB) | FLAN-T5 lab ROUGE-1 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lab = LAB.get("zero-shot" if r["row"] == "zero-shot" else "full SFT" if r["row"] == "full SFT"
                       else "LoRA SFT" if r["row"].startswith("LoRA") else "", None)
@@ -168,8 +186,9 @@ def table(results: list[dict], args) -> str:
         tok = f"{r['tokens_trained']:,}" if "tokens_trained" in r else "-"
         wall = f"{r['wall_s']:.0f}" if "wall_s" in r else "-"
         peak = f"{r['peak_rss_bytes'] / 2**30:.2f}" if "peak_rss_bytes" in r else "-"
+        plan = f"{r['planned_peak_bytes'] / 2**30:.2f}" if "planned_peak_bytes" in r else "-"
         lines.append(f"| {r['row']} | {r['rouge1']:.2f} | {r['rouge2']:.2f} | {r['rougeL']:.2f} | "
-                     f"{r['completion_words']:.1f} | {tp} | {tok} | {wall} | {peak} | {lab if lab else ''} |")
+                     f"{r['completion_words']:.1f} | {tp} | {tok} | {wall} | {peak} | {plan} | {lab if lab else ''} |")
     lines.append(f"\n(ROUGE F1 x100 on the first {args.test} DialogSum test dialogues, greedy, max over 3 references; "
                  f"fine-tunes on {args.train} dev examples (10% held out), {args.epochs:g} epoch(s), seq len {args.seq_len}, "
                  f"batch {args.batch_size}. The lab column is FLAN-T5-base on a GPU, ROUGE-1 as a fraction.)")
