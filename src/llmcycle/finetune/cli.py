@@ -168,6 +168,9 @@ def run(args) -> int:
         if args.epochs is not None:
             train_kw["max_steps"] = 1  # replaced by the epochs' step count once the rows are known
         cfg = RunConfig(model=base_cfg.model, data=base_cfg.data, train=TrainConfig(**train_kw))
+    if cfg.train.strategy != "single":
+        raise ValueError("llmcycle finetune runs in one process for now (--strategy single); "
+                         "ddp/fsdp fine-tuning is not wired up")
     source, counts, notes = build_source(spec, cfg, Path(spec["base"]))
     from llmcycle.finetune.lora import count_params
 
