@@ -63,12 +63,12 @@ def test_cached_and_uncached_generation_agree(model):
 
 def test_fixed_shape_step_equals_forward():
     """DecoderLM.step (slot-addressed cache, mask over every slot) gives forward's logits, padding included."""
-    from llmcycle.inference.generate import _left_pad
+    from llmcycle.inference.batching import left_pad
     from llmcycle.inference.kv_cache import KVCache
 
     torch.manual_seed(0)
     m = build_model(tiny_model(n_kv_head=2)).eval()  # rope + GQA
-    idx, pad, pos = _left_pad([[1, 2, 3, 4, 5], [7, 8]], 0, "cpu")
+    idx, pad, pos = left_pad([[1, 2, 3, 4, 5], [7, 8]], 0, "cpu")
     pad = torch.cat([pad, torch.zeros(2, 6, dtype=torch.bool)], 1)  # (B, 11): the slots to come
     a, b = (KVCache(2, 2, 2, 8, 11, "cpu", torch.float32) for _ in range(2))
     with torch.inference_mode():
