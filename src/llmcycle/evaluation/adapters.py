@@ -38,7 +38,8 @@ def load_adapter(run: str | Path | None = None, hf: str | None = None, device: s
         model = model.to(getattr(torch, dtype))
         if quantize:
             quantize_weights(model, quantize)
-        adapter = llmcycle_adapter(model, rundir.load_tokenizer(run), run, run.name + (f" {quantize}" if quantize else ""))
+        name = run.name + (f" {quantize}" if quantize else "")
+        adapter = llmcycle_adapter(model, rundir.load_tokenizer(run), run, name)
         if compile:
             if not isinstance(adapter, DecoderAdapter):
                 raise ValueError(f"--compile applies to decoder runs; this is a {adapter.describe()} model")

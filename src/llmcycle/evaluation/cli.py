@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import argparse
 
+from llmcycle.evaluation.icl import SWEEP, EvalConfig, evaluate_task
+from llmcycle.evaluation.results import results_path, side_by_side, table, write
+from llmcycle.evaluation.tasks import SHIPPED, load_task
 from llmcycle.inference.cli import QUANTIZE, add_generation_arguments, sampling_config
 from llmcycle.inference.config import SamplingConfig
 
@@ -70,9 +73,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     from llmcycle.evaluation.adapters import load_adapter  # torch: only when the verb runs
-    from llmcycle.evaluation.icl import SWEEP, EvalConfig, evaluate_task
-    from llmcycle.evaluation.results import results_path, side_by_side, table, write
-    from llmcycle.evaluation.tasks import SHIPPED, load_task
 
     if args.list_tasks:
         for name, d in SHIPPED.items():

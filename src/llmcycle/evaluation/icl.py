@@ -7,8 +7,9 @@
         generate -> completions in batches (sorted by length, left-padded); scored by the metric
       -> {"task", "model", "columns": [summary...], "records": {column: [per-example record...]}}
 
-A setting is a `SamplingConfig`; its column label is `describe(short=True)` ('greedy', 't=0.7,k=40'),
-which `SamplingConfig.parse` reads back. A choice task has no decoding settings: it is scored once per shot count, whatever `settings` says.
+A setting is a `SamplingConfig`; its column label is `describe(short=True)` ('greedy',
+'t=0.7,k=40'), which `SamplingConfig.parse` reads back. A choice task has no decoding settings:
+it is scored once per shot count, whatever `settings` says.
 Per-example records keep the rendered prompt, its length in tokens, the exemplars used, the
 completion (or the label-word log-likelihoods), the reference and the score.
 """

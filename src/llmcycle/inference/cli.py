@@ -19,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from llmcycle import rundir
 from llmcycle.flags import add_dataclass_flags, field_comments, given, merged
 from llmcycle.inference.config import GenerationConfig, SamplingConfig
 
@@ -58,9 +59,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, run_help: str) -> None:
 def load_inference_model(args: argparse.Namespace):
     """The run's model, weight-only quantized when --quantize asks."""
     from llmcycle.inference.weight_only import quantize_weights  # torch: only when a verb runs
-    from llmcycle.rundir import load_model
 
-    model, _ = load_model(Path(args.run))
+    model, _ = rundir.load_model(Path(args.run))
     if args.quantize:
         quantize_weights(model, args.quantize)
     return model
@@ -97,12 +97,11 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 def run_generate(args: argparse.Namespace) -> int:
     from llmcycle.inference.chat import chat_encoder, prompt_style  # torch: only when a verb runs
     from llmcycle.inference.generate import generate
-    from llmcycle.rundir import load_tokenizer
 
     prompts = read_prompts(args)
     gen = generation_config(args)
     model = load_inference_model(args)
-    tok = load_tokenizer(Path(args.run))
+    tok = rundir.load_tokenizer(Path(args.run))
     style = prompt_style(Path(args.run), tok)
     encode = chat_encoder(tok, style, args.system) if args.chat else None  # --chat: each prompt is a user turn
     stream = len(prompts) * gen.num_samples == 1
@@ -131,13 +130,13 @@ def add_chat_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_chat(args: argparse.Namespace) -> int:
     from llmcycle.inference.chat import ChatSession, interactive, prompt_style  # torch: only when a verb runs
-    from llmcycle.rundir import load_tokenizer
 
     gen = generation_config(args)
     model = load_inference_model(args)
-    tok = load_tokenizer(Path(args.run))
+    tok = rundir.load_tokenizer(Path(args.run))
     session = ChatSession(model, tok, prompt_style(Path(args.run), tok), gen, args.system)
-    interactive(session, sys.stdin, sys.stdout, banner=f"chatting with {args.run} ({session.gen.sampling.describe()}); ")
+    banner = f"chatting with {args.run} ({session.gen.sampling.describe()}); "
+    interactive(session, sys.stdin, sys.stdout, banner=banner)
     return 0
 
 
@@ -152,11 +151,10 @@ def add_fill_mask_arguments(p: argparse.ArgumentParser) -> None:
 
 def run_fill_mask(args: argparse.Namespace) -> int:
     from llmcycle.inference.fill_mask import fill_mask, filled_text  # torch: only when a verb runs
-    from llmcycle.rundir import load_model, load_tokenizer
 
     text = sys.stdin.read() if args.text == "-" else args.text
-    model, _ = load_model(Path(args.run))
-    tok = load_tokenizer(Path(args.run))
+    model, _ = rundir.load_model(Path(args.run))
+    tok = rundir.load_tokenizer(Path(args.run))
     preds = fill_mask(model, tok, text, args.top_k)
     for p in preds:
         print(f"<mask> {p.index + 1} (token {p.position}):")
