@@ -1,6 +1,7 @@
 """In-context-learning evaluation: tasks, prompts, metrics, model adapters, runs and reports.
 
-    tasks.py     declarative Task definitions (JSON-able), data loading, the shipped tasks
+    tasks.py     declarative Task definitions (JSON-able), the shipped tasks
+    records.py   a task's data source: local files (jsonl/json/csv/tsv/label-text) or the hub
     prompts.py   zero/one/k-shot prompts: seeded exemplars never including the item, context fitting
     metrics.py   ROUGE (rouge-score), accuracy, GSM8K final-number exact match, distinct-n
     interface.py          the adapter interface every model is scored through; answer cutting (torch-free)
