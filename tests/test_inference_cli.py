@@ -58,3 +58,43 @@ def test_settings_modules_and_verb_definitions_do_not_import_torch():
             "llmcycle.evaluation.cli, llmcycle.evaluation.interface; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _imports(path) -> list[tuple[str, list[str]]]:
+    """(llmcycle module, names) of every import in `path`, function-local ones included."""
+    import ast
+
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("llmcycle."):
+            out.append((node.module, [a.name for a in node.names]))
+    return out
+
+
+def test_inference_and_evaluation_have_no_import_cycles_nor_private_imports():
+    from pathlib import Path
+
+    import llmcycle
+
+    src = Path(llmcycle.__file__).parent
+    graph = {}
+    for pkg in ("inference", "evaluation"):
+        for p in (src / pkg).glob("*.py"):
+            mod = f"llmcycle.{pkg}.{p.stem}"
+            deps = _imports(p)
+            private = [(m, n) for m, names in deps for n in names if n.startswith("_")]
+            assert not private, f"{mod} imports private names {private}"
+            graph[mod] = {m for m, _ in deps if m.startswith(("llmcycle.inference.", "llmcycle.evaluation."))}
+    done: set = set()
+
+    def visit(mod: str, stack: tuple) -> None:
+        assert mod not in stack, f"import cycle: {' -> '.join(stack + (mod,))}"
+        if mod not in done:
+            for dep in sorted(graph.get(mod, ())):
+                visit(dep, stack + (mod,))
+            done.add(mod)
+
+    for mod in sorted(graph):
+        visit(mod, ())
+    assert "llmcycle.inference.generate" not in graph["llmcycle.inference.seq2seq"]
+    assert "llmcycle.evaluation.adapters" not in graph["llmcycle.evaluation.hf_adapters"]
