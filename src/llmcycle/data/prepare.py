@@ -91,6 +91,18 @@ def prepare_run(run: Path, data: DataConfig, base: RunConfig, overwrite: bool = 
     orphan the checkpoints, so this refuses unless `overwrite`, which then deletes the checkpoints
     and the metrics (only after the new data is in place: a failed prepare changes nothing)."""
     run = Path(run)
+    fresh = not run.exists()
+    try:
+        with rundir.writer_lock(run, "prepare"):  # one writer per run directory
+            return _prepare_locked(run, data, base, overwrite, progress)
+    except BaseException:
+        if fresh:  # leave nothing behind in a directory this call created
+            with contextlib.suppress(OSError):
+                run.rmdir()
+        raise
+
+
+def _prepare_locked(run: Path, data: DataConfig, base: RunConfig, overwrite: bool, progress: bool):
     ckpts = rundir.list_checkpoints(run)
     if ckpts and not overwrite:
         raise ValueError(
@@ -99,14 +111,7 @@ def prepare_run(run: Path, data: DataConfig, base: RunConfig, overwrite: bool = 
             f"the checkpoints and metrics, or prepare into a new --run (then `train --init-from {run}` to start "
             "from its weights)"
         )
-    fresh = not run.exists()
-    try:
-        meta = prepare(data, rundir.data_dir(run), progress)
-    except BaseException:
-        if fresh:  # leave nothing behind in a directory this call created
-            with contextlib.suppress(OSError):
-                run.rmdir()
-        raise
+    meta = prepare(data, rundir.data_dir(run), progress)
     if ckpts:
         shutil.rmtree(rundir.checkpoints_dir(run))
         rundir.metrics_path(run).unlink(missing_ok=True)
