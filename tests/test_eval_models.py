@@ -228,9 +228,12 @@ def test_evaluate_choice_task_matches_explicit_ranking(decoder, tok, tmp_path):
 
 def test_evaluate_generation_sweep_is_reproducible(decoder, tmp_path):
     _, gen = _write_tasks(tmp_path)
-    cfg = EvalConfig(shots=[0, 1], limit=4, seed=5, batch_size=2, settings=[SamplingConfig(), SamplingConfig(1.0, top_p=0.9)])
+    cfg = EvalConfig(shots=[0, 1], limit=4, seed=5, batch_size=2,
+                     settings=[SamplingConfig(), SamplingConfig(1.0, top_p=0.9)])
     a, b = evaluate_task(gen, decoder, cfg), evaluate_task(gen, decoder, cfg)
-    strip = lambda r: [{k: v for k, v in c.items() if k not in ("seconds", "examples_per_s")} for c in r["columns"]]
+    def strip(r):
+        return [{k: v for k, v in c.items() if k not in ("seconds", "examples_per_s")} for c in r["columns"]]
+
     assert strip(a) == strip(b) and a["records"] == b["records"]
     assert [c["column"] for c in a["columns"]] == ["greedy/0-shot", "greedy/1-shot", "t=1,p=0.9/0-shot",
                                                    "t=1,p=0.9/1-shot"]

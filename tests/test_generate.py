@@ -115,7 +115,9 @@ def test_batched_generation_equals_one_prompt_at_a_time(model):
 
 def test_one_seed_gives_one_text_and_other_seeds_differ(model):
     tok = byte_tokenizer()
-    cfg = lambda seed: GenerationConfig(max_new_tokens=40, sampling=SamplingConfig(temperature=1.5), seed=seed)
+    def cfg(seed):
+        return GenerationConfig(max_new_tokens=40, sampling=SamplingConfig(temperature=1.5), seed=seed)
+
     a = generate(model, tok, ["hello"], cfg(7))[0].text
     assert a == generate(model, tok, ["hello"], cfg(7))[0].text
     assert any(generate(model, tok, ["hello"], cfg(s))[0].text != a for s in (8, 9, 10))
