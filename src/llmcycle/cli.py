@@ -92,7 +92,7 @@ def cmd_prepare(args) -> int:
     base = RunConfig.load(config_path(run)) if config_path(run).is_file() else RunConfig()
     data = merged(base.data, DataConfig, args)
     meta = prepare(data, data_dir(run), progress=not args.quiet)
-    vocab = meta["vocab_size"] if data.tokenizer in ("bpe", "byte") else max(meta["vocab_size"], base.model.vocab_size)
+    vocab = meta["vocab_size"] if data.tokenizer in ("bpe", "byte", "char") else max(meta["vocab_size"], base.model.vocab_size)
     model = dataclasses.replace(base.model, vocab_size=vocab)  # a reused tokenizer may be smaller than the embedding
     RunConfig(model=model, data=data, train=base.train).save(config_path(run))
     print(f"prepared {meta['splits']['train']['tokens']:,} train and {meta['splits']['val']['tokens']:,} val tokens "

@@ -135,7 +135,7 @@ class DataConfig:
     include: list[str] = field(default_factory=lambda: ["*.py", "*.txt", "*.md", "*.rst"])  # folder globs
     exclude: list[str] = field(default_factory=list)  # folder globs to skip
     text_field: str = "text"  # JSONL field holding the document
-    tokenizer: str = "bpe"  # bpe (trained here) | byte (no training) | PATH: reuse a tokenizer.json or a run dir's (imported model)
+    tokenizer: str = "bpe"  # bpe (trained here) | byte (no training) | char (one token per character) | PATH: reuse a tokenizer.json or a run dir's (imported model)
     vocab_size: int = 4096  # BPE vocabulary, specials included
     val_fraction: float = 0.05  # fraction of documents held out, chosen by a seeded hash
     seed: int = 1337  # seeds the train/validation split
@@ -145,9 +145,9 @@ class DataConfig:
     mix: list[str] = field(default_factory=list)  # data mixture, replaces source: [NAME=]SOURCE:WEIGHT ... (e.g. fin.jsonl:0.5 default:0.5)
 
     def __post_init__(self) -> None:
-        if self.tokenizer not in ("bpe", "byte") and not (
+        if self.tokenizer not in ("bpe", "byte", "char") and not (
                 "/" in self.tokenizer or self.tokenizer.endswith(".json") or Path(self.tokenizer).exists()):
-            raise ValueError(f"tokenizer={self.tokenizer!r} is not valid; choose 'bpe', 'byte', or the path of a "
+            raise ValueError(f"tokenizer={self.tokenizer!r} is not valid; choose 'bpe', 'byte', 'char', or the path of a "
                              "tokenizer.json or run directory whose tokenizer to reuse")
         mixture_parts(self.mix)  # validates the entries
         if not 0.0 < self.val_fraction < 1.0:
