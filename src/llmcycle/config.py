@@ -67,12 +67,14 @@ class ModelConfig:
     tie_embeddings: bool = True  # output head shares the token embedding matrix
     dropout: float = 0.0  # dropout on attention, residual branches and embeddings
     init_std: float = 0.02  # std of the normal weight init (residual projections scaled by 1/sqrt(2L))
+    recompute: str = "none"  # activation checkpointing in training: none | selective (rerun norms, activations) | full (rerun blocks)
 
     def __post_init__(self) -> None:
         _choice("family", self.family, FAMILIES)
         _choice("pos_emb", self.pos_emb, ("rope", "learned"))
         _choice("norm", self.norm, ("rmsnorm", "layernorm"))
         _choice("mlp", self.mlp, ("swiglu", "gelu", "gelu_tanh"))
+        _choice("recompute", self.recompute, ("none", "selective", "full"))
         for name in ("vocab_size", "n_layer", "d_model", "n_head", "max_seq_len", "norm_eps", "init_std"):
             _positive(name, getattr(self, name))
         _positive("rope_base", self.rope_base)

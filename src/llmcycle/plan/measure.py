@@ -43,7 +43,7 @@ def predicted(case: Case) -> dict:
     sh = from_config(case.config())
     n = param_groups(sh)["total"]
     states = model_state_bytes(n, "fp32", case.optimizer)
-    act = llmcycle_activation_bytes(sh, case.seq, case.batch, 4)
+    act = llmcycle_activation_bytes(sh, case.seq, case.batch, 4, case.config().recompute)
     from llmcycle.plan.compute import step_flops
 
     return {"params": n, "flops": step_flops(sh, case.batch, case.seq), "weights": states["weights"],
