@@ -140,7 +140,7 @@ def run_llmcycle(work: Path, base: Path, name: str, flags: list[str], iters: int
     t0 = time.perf_counter()
     _check(cmd)
     wall = time.perf_counter() - t0
-    rows = read_metrics(run)
+    rows = rundir.read_metrics(run)
     steps = {r["step"]: r for r in rows if "tok_per_s" in r}
     step_s = [r["tokens"] / (r["step"] + 1) / r["tok_per_s"] for r in (steps[s] for s in sorted(steps))]
     elapsed = {0: 0.0, **{s + 1: steps[s]["elapsed"] for s in steps}}  # training time after s + 1 steps
@@ -177,14 +177,6 @@ def run_nanogpt(nano: Path, work: Path, extra: list[str], threads: int, eval_int
     step_s = step_s[1:]  # iteration 0 also timed the start-up before the loop
     elapsed = {i: sum(step_s[:i]) for i in range(len(step_s) + 1)}
     return {"step_s": step_s, "evals": evals, "elapsed": elapsed, "wall": wall, "train_s": sum(step_s)}
-
-
-def read_metrics(run: Path) -> list[dict]:
-    if hasattr(rundir, "read_metrics"):
-        return rundir.read_metrics(run)
-    import json  # before the run-directory contract (issue 11) lands
-
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def first_at(r: dict, target: float) -> tuple[int, float] | None:

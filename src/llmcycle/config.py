@@ -207,6 +207,7 @@ class TrainConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast; fp32 is the CPU default)
     threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
     log_every: int = 10  # steps between metrics.jsonl lines
+    compile: bool = False  # torch.compile the training forward/backward (first step compiles; CPU needs g++)
     strategy: str = "single"  # single | ddp | fsdp (ddp/fsdp: under torchrun or with --nproc N)
     fsdp_shard: str = "full"  # fsdp: full (ZeRO-3) | grad_op (ZeRO-2-like: params stay gathered forward to backward)
     backend: str = "auto"  # process-group backend: auto (nccl on CUDA, gloo on CPU) | gloo | nccl

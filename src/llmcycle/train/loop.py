@@ -31,6 +31,7 @@ from llmcycle import checkpoint
 from llmcycle.rundir import data_dir, save_config, latest_checkpoint, metrics_path, remove_partial_checkpoints, weights_path
 from llmcycle.runtime import (autocast, destroy_distributed, init_distributed, is_main, matmul_peak_flops,
                               pick_device, print0, seed_everything, world)
+from llmcycle.train.compile import compile_for_training
 from llmcycle.train.optim import build_optimizer, lr_at, set_lr
 from llmcycle.train.parallel import no_sync, wrap_model
 
@@ -145,6 +146,7 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
     # wrap before building the optimizer: FSDP replaces the parameters with sharded ones
     wrapped = wrap_model(model, t.strategy, device, t.fsdp_shard, t.dtype)
     optimizer = build_optimizer(model, t)
+    forward = compile_for_training(wrapped) if t.compile else wrapped  # the training step's forward
     state = {"step": 0, "tokens": 0, "elapsed": 0.0, "total_steps": None, "tokens_per_step": t.batch_size * t.seq_len}
     removed = remove_partial_checkpoints(run) if is_main() else []
     if removed:
@@ -202,7 +204,8 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
                 break
             t0 = time.perf_counter()
             set_lr(optimizer, lr := lr_at(step, total or 10**9, t))
-            loss = _train_step(wrapped, optimizer, train_w, objective, step, micro, accum, t, device, rank, world_size)
+            loss = _train_step(wrapped, optimizer, train_w, objective, step, micro, accum, t, device, rank, world_size,
+                               forward)
             if not math.isfinite(loss):
                 ckpt = latest_checkpoint(run)
                 raise NonFiniteLoss(
@@ -231,15 +234,18 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
     return state
 
 
-def _train_step(wrapped, optimizer, windows, objective, step, micro, accum, t, device, rank, world_size) -> float:
-    """One optimizer step over this rank's share of the global batch. Returns the global mean loss."""
+def _train_step(wrapped, optimizer, windows, objective, step, micro, accum, t, device, rank, world_size,
+                forward=None) -> float:
+    """One optimizer step over this rank's share of the global batch. Returns the global mean loss.
+    forward: what computes the loss (default `wrapped`; `train --compile`: its compiled forward)."""
+    forward = forward or wrapped
     ids = rank_share(global_batch_ids(step, t.batch_size, len(windows), t.seed), rank, world_size)
     generator = torch.Generator().manual_seed(hash((t.seed, step, rank)) % 2**63)  # objective randomness
     total = torch.zeros((), device=device)
     for i in range(accum):
         batch = windows.get(ids[i * micro:(i + 1) * micro]).to(device)  # (micro, T+1)
         with no_sync(wrapped, sync=i == accum - 1), autocast(device, t.dtype):
-            _, loss = wrapped(**objective(batch, generator))
+            _, loss = forward(**objective(batch, generator))
             (loss / accum).backward()
         total += loss.detach() / accum
     loss = _all_mean(total).item()
