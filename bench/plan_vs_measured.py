@@ -14,8 +14,8 @@ training memory of a steady-state step, weights + grads + optimizer + fp32 activ
 the measured peak against llmcycle's own prediction (`llmcycle_activation_bytes(..., recompute)`)
 and against the generic planner's figure (what `llmcycle plan --dtype fp32 --zero 0 --batch B
 --seq S --recompute MODE` prints: Korthikanti's table generalised, states + activations), and the
-speed cost: median seconds of a training step (forward, backward, AdamW), the modes alternated
-in one process, 1 thread.
+speed cost: median CPU seconds of a training step (forward, backward, AdamW; process CPU time, so
+other jobs on a shared machine do not count), the modes alternated in one process, 1 thread.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def generic_plan_peak(case: Case) -> float:
                            batch=case.batch, seq=case.seq, recompute=case.config().recompute)["total"]
 
 
-def step_seconds(case: Case, steps: int = 8) -> dict:
-    """Median training-step time per recompute mode, modes alternated step by step."""
+def step_seconds(case: Case, steps: int = 12) -> dict:
+    """Median training-step CPU time per recompute mode, modes alternated step by step."""
     import statistics
     import time
 
@@ -71,16 +71,16 @@ def step_seconds(case: Case, steps: int = 8) -> dict:
     times = {m: [] for m in MODES}
     for i in range(steps + 1):
         for m in MODES:
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             _step(*made[m])
             if i:  # the first step warms up
-                times[m].append(time.perf_counter() - t0)
+                times[m].append(time.process_time() - t0)
     return {m: statistics.median(t) for m, t in times.items()}
 
 
 def recompute_table() -> float:
     print("| case | recompute | measured peak, MiB | llmcycle prediction | error | `llmcycle plan` (generic) | error |"
-          " step time, s (1 thread) | vs none |")
+          " step CPU time, s (1 thread) | vs none |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     worst = 0.0
     for name, case in RECOMPUTE_CASES.items():

@@ -137,11 +137,20 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
                 k, v = cache.update(k, v)  # (B, K, S, D), S = cached + T
+        low = q.dtype if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) else None
+        if low:  # CPU's flash kernel is ~4x slower in bf16 than in fp32 (its backward above all): attend in
+            with torch.autocast("cpu", enabled=False):  # fp32, where autocast would cast back to bf16
+                y = self._attend(q.float(), k.float(), v.float(), mask, is_causal, B, T).to(low)
+            return self.o_proj(y)
+        return self.o_proj(self._attend(q, k, v, mask, is_causal, B, T))
+
+    def _attend(self, q, k, v, mask, is_causal, B, T):
+        """SDPA over (B, H, T, D) queries and (B, K, S, D) keys/values -> (B, T, H * D)."""
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
             dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv != self.n_head,
         )  # (B, H, T, D)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.hd))
+        return y.transpose(1, 2).reshape(B, T, self.n_head * self.hd)
 
 
 class MLP(nn.Module):
