@@ -54,7 +54,7 @@ def generic_plan_peak(case: Case) -> float:
 
     sh = from_config(case.config())
     return training_memory(param_groups(sh)["total"], sh, dtype="fp32", optimizer=case.optimizer, strategy="ddp",
-                           batch=case.batch, seq=case.seq, recompute=case.config().recompute)["total"]
+                           batch=case.batch, seq=case.seq_len, recompute=case.config().recompute)["total"]
 
 
 def step_seconds(case: Case, steps: int = 12) -> dict:
@@ -67,7 +67,7 @@ def step_seconds(case: Case, steps: int = 12) -> dict:
     from llmcycle.plan.measure import _make, _step
 
     torch.set_num_threads(1)
-    made = {m: _make(case, Case({**case.model, "recompute": m}, case.batch, case.seq).config()) for m in MODES}
+    made = {m: _make(case, Case({**case.model, "recompute": m}, case.batch, case.seq_len).config()) for m in MODES}
     times = {m: [] for m in MODES}
     for i in range(steps + 1):
         for m in MODES:
@@ -86,7 +86,7 @@ def recompute_table() -> float:
     for name, case in RECOMPUTE_CASES.items():
         speed = step_seconds(case)
         for m in MODES:
-            c = Case({**case.model, "recompute": m}, case.batch, case.seq, case.optimizer)
+            c = Case({**case.model, "recompute": m}, case.batch, case.seq_len, case.optimizer)
             r = compare(c)
             generic = generic_plan_peak(c)
             meas = r["measured"]["peak"]
