@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from llmcycle.config import DataConfig
-from llmcycle.data.prepare import load_meta, prepare
+from llmcycle.data.prepare import prepare
+from llmcycle.data.shards import load_meta
 from llmcycle.data.tokenizer import Tokenizer, char_tokenizer
 
 
