@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from llmcycle.models import build_model
-from tests.conftest import tiny_model
+from conftest import tiny_model
 
 
 def _loss_and_grads(cfg, recompute: str, seed: int = 0):
