@@ -7,8 +7,9 @@ peak had already been measured in the same process; the encoder and seq2seq valu
 came after the measurement, did not move). The decoder and encoder values were regenerated once
 more when AdamW became fused on CPU (`train/optim.py`; the seq2seq values did not move; with the
 foreach kernels every value was still reproduced exactly, so the model changes that came with it
-moved no bit). Any later change to the model, objectives, data order, optimizer or loop that moves a single bit of these numbers fails here: if the change is meant to alter the
-numbers, regenerate them deliberately and say why in the commit.
+moved no bit). Any later change to the model, objectives, data order, optimizer or loop that moves
+a single bit of these numbers fails here: if the change is meant to alter the numbers, regenerate
+them deliberately and say why in the commit.
 The corpus is written by the test (no dependence on the installed Python's standard library), and
 the byte tokenizer needs no training.
 """
