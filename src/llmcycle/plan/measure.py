@@ -52,7 +52,7 @@ def predicted(case: Case) -> dict:
         return {"params": n, "flops": step_flops(sh, case.batch, case.seq_len), "weights": m["weights"], "grads": 0.0,
                 "optimizer": m["adapters"], "activations": m["activations"], "peak": m["total"]}
     states = model_state_bytes(n, "fp32", case.optimizer)
-    act = llmcycle_activation_bytes(sh, case.seq_len, case.batch, 4)
+    act = llmcycle_activation_bytes(sh, case.seq_len, case.batch, 4, case.config().recompute)
     return {"params": n, "flops": step_flops(sh, case.batch, case.seq_len), "weights": states["weights"],
             "grads": states["grads"], "optimizer": states["optimizer"], "activations": act["total"],
             "peak": states["total"] + act["total"]}
