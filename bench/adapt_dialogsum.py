@@ -1,7 +1,8 @@
 """Prompting vs fine-tuning SmolLM2-135M-Instruct on DialogSum (docs/adapt.md): zero-/few-shot, full SFT and
 LoRA SFT at two ranks on the same training examples and token budget, ROUGE on the same test dialogues.
 
-    python bench/adapt_dialogsum.py                        # CPU sizing of docs/adapt.md (~45 min on 2 busy cores)
+    python bench/adapt_dialogsum.py --base-test 50 --ranks 8   # docs/adapt.md's run (~75 min on 2 shared cores)
+    python bench/adapt_dialogsum.py                        # the same with a second LoRA rank (r=32)
     python bench/adapt_dialogsum.py --train 450 --test 100 --epochs 2 --device cuda   # a larger run on a GPU
 
 Every row is an `llmcycle` command (printed and logged to OUT/logs/): `eval --shots 0,K` of the base, then
