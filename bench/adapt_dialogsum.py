@@ -177,8 +177,8 @@ def collect(out: Path, base: Path, rows: dict, args) -> list[dict]:
 
 
 def table(results: list[dict], args) -> str:
-    lines = [f"| row | ROUGE-1 | ROUGE-2 | ROUGE-L | words/answer | trainable params | tokens trained | "
-             f"train wall (s) | peak RSS (GiB) | planner (GiB) | FLAN-T5 lab ROUGE-1 |",
+    lines = ["| row | ROUGE-1 | ROUGE-2 | ROUGE-L | words/answer | trainable params | tokens trained | "
+             "train wall (s) | peak RSS (GiB) | planner (GiB) | FLAN-T5 lab ROUGE-1 |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lab = LAB.get("zero-shot" if r["row"] == "zero-shot" else "full SFT" if r["row"] == "full SFT"

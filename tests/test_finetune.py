@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from llmcycle.cli import build_parser
 from llmcycle.config import RunConfig, TrainConfig
 from llmcycle.data.tokenizer import byte_tokenizer
-from llmcycle.finetune.data import IGNORE, DataSpec, Encoder, Example, Rows, load_examples
+from llmcycle.finetune.data import IGNORE, DataSpec, Encoder, Rows, load_examples
 from llmcycle.finetune.lora import LoraSpec, add_lora, count_params, merge_into
 from llmcycle.inference.chat import PromptStyle
 from llmcycle.models import build_model
