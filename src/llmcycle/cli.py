@@ -10,6 +10,7 @@
     llmcycle export --run DIR --to hf OUT   a run's decoder -> Hugging Face folder
     llmcycle eval --run DIR --task T  zero/one/few-shot evaluation: metric per shot count, eval/<task>.json
     llmcycle plan ...                 memory / compute / scaling-law planner
+    llmcycle serve --run DIR          OpenAI-compatible HTTP server with continuous batching, playground at /
 
 Config flags are generated from the dataclasses in `config.py`; their help is the comment on
 each field there, so the two never drift. Only flags given on the command line override a run
@@ -332,6 +333,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="memory, compute and scaling-law planner", formatter_class=fmt)
     plan_args(p)
     p.set_defaults(func=plan_run)
+
+    from llmcycle.serve.cli import add_arguments as serve_args, run as serve_run
+
+    p = sub.add_parser("serve", help="OpenAI-compatible server (completions, chat, streaming) with a playground")
+    serve_args(p)
+    p.set_defaults(func=serve_run)
     return parser
 
 
