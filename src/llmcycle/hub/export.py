@@ -20,7 +20,7 @@ from pathlib import Path
 from llmcycle.hub.hf import export_architecture, hf_config_from_model, to_hf
 from llmcycle.runtime import atomic_write_text
 
-FORMATS = ("hf",)
+FORMATS = ("hf", "gguf")  # gguf: hub/gguf_export.py
 
 
 def _with_bos_template(tokenizer_json: str, bos: str, bos_id: int) -> str:
@@ -80,7 +80,11 @@ def export_hf(run: Path, out: Path, overwrite: bool = False) -> dict:
     return {"out": str(out), "architecture": arch, "tensors": len(tensors)}
 
 
-def export_model(run: Path, fmt: str, out: Path, overwrite: bool = False) -> dict:
+def export_model(run: Path, fmt: str, out: Path, overwrite: bool = False, gguf_type: str = "f32") -> dict:
     if fmt not in FORMATS:
         raise ValueError(f"--to {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
+    if fmt == "gguf":
+        from llmcycle.hub.gguf_export import export_gguf
+
+        return export_gguf(run, out, gguf_type, overwrite)
     return export_hf(run, out, overwrite)

@@ -5,7 +5,7 @@
 
 Strict types as OpenAI's API has them ("5" is not an integer); unknown fields are ignored, as by
 OpenAI and vLLM (user, presence_penalty...). `top_k` is an extra field as vLLM accepts it (-1 or 0:
-off). Every user mistake is an `APIError`, which the app turns into
+off), and so is `ignore_eos`. Every user mistake is an `APIError`, which the app turns into
     {"error": {"message": ..., "type": ..., "param": ..., "code": ...}}
 with its HTTP status.
 """
@@ -54,6 +54,7 @@ class _Sampling(_Body):
     n: int = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
+    ignore_eos: bool = False  # vLLM's extra: generate max_tokens whatever the model says (benchmarks)
 
 
 class CompletionRequest(_Sampling):

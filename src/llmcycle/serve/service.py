@@ -60,7 +60,8 @@ class Job:
                 gen = torch.Generator(device=service.engine.device).manual_seed(seed)
                 emit = (lambda i: lambda kind, payload: loop.call_soon_threadsafe(
                     self.queue.put_nowait, (i, kind, payload)))(i)
-                req = Request(ids, max_tokens[p], sampling, gen, service.stop_ids(kind), emit, logprobs=logprobs,
+                stop_ids = set() if body.ignore_eos else service.stop_ids(kind)
+                req = Request(ids, max_tokens[p], sampling, gen, stop_ids, emit, logprobs=logprobs,
                               prompt_logprobs=prompt_logprobs, index=i)
                 self.choices.append(Choice(i, p, req, TextStream(service.tok, stop)))
 
