@@ -259,7 +259,7 @@ def test_a_client_that_disconnects_mid_stream_frees_its_row(live):
     engine.on_step = lambda B: time.sleep(0.02)  # slow the steps down so the stream outlives the read
     before = metric(live, "llmcycle_generation_tokens_total")
     try:
-        body = {"model": "tiny", "prompt": "a", "max_tokens": 80, "temperature": 0, "stream": True}
+        body = {"model": "tiny", "prompt": "a", "max_tokens": 80, "temperature": 0, "stream": True, "ignore_eos": True}
         with httpx.stream("POST", live.url + "/v1/completions", json=body,
                           headers={"Authorization": f"Bearer {KEY}"}) as r:
             lines = r.iter_lines()
@@ -302,16 +302,37 @@ def test_a_full_queue_answers_503(tmp_path):
     srv = serve(make_run(tmp_path), api_key=None, max_batch=1, max_queue=1)
     srv.wait_ready()
     engine = srv.server.config.app.state.llm["service"].engine
-    engine.on_step = lambda B: time.sleep(0.05)
+    engine.on_step = lambda B: time.sleep(0.1)  # the first request runs for 8 s, the second waits
     try:
-        body = {"model": "tiny", "prompt": "a", "max_tokens": 40, "stream": True}
+        body = {"model": "tiny", "prompt": "a", "max_tokens": 80, "stream": True, "ignore_eos": True}
         with httpx.stream("POST", srv.url + "/v1/completions", json=body) as first:
-            next(first.iter_lines())  # running now
-            with httpx.stream("POST", srv.url + "/v1/completions", json=body) as second:  # waits in the queue
-                assert second.status_code == 200
-                third = httpx.post(srv.url + "/v1/completions", json=body)
-                assert third.status_code == 503 and third.json()["error"]["code"] == "queue_full"
-                assert third.headers["retry-after"] == "1"
+            lines = first.iter_lines()  # kept: dropping the iterator closes the connection (a disconnect)
+            next(lines)  # running now
+            second = threading.Thread(target=httpx.post, args=(srv.url + "/v1/completions",),
+                                      kwargs={"json": {**body, "stream": False}, "timeout": 60}, daemon=True)
+            second.start()
+            deadline = time.time() + 10
+            while engine.queue_depth() < 1:  # the second waits in the queue
+                assert time.time() < deadline
+                time.sleep(0.01)
+            third = httpx.post(srv.url + "/v1/completions", json=body)
+            assert third.status_code == 503 and third.json()["error"]["code"] == "queue_full"
+            assert third.headers["retry-after"] == "1"
     finally:
         engine.on_step = None
         srv.close()
+
+
+def test_text_stream_sends_whole_characters_and_holds_back_stop_prefixes():
+    from llmcycle.serve.text import TextStream
+
+    tok = byte_tokenizer()
+    ids = tok.encode("née, then STOP here")
+    s = TextStream(tok, ["STOP"])
+    pieces = [s.push(t) for t in ids]
+    assert "".join(pieces) == "née, then " and s.stopped and s.flush() == ""
+    assert "\ufffd" not in "".join(pieces)  # é is two bytes: nothing is sent between them
+    assert pieces[ids.index(tok.encode("S")[0])] == ""  # "S" could start "STOP": held back
+    s = TextStream(tok, ["STOP"])
+    pieces = [s.push(t) for t in tok.encode("a ST")]
+    assert "".join(pieces) == "a " and s.flush() == "ST" and not s.stopped  # the end releases the held tail

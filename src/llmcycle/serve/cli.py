@@ -53,8 +53,7 @@ def load_service(run: Path, name: str, quantize: str | None = None, compile: boo
 
         quantize_weights(model, quantize)
     tok = load_tokenizer(run)
-    engine = Engine(model, max_batch, max_seq_len, max_queue, compile,
-                    on_step=None)
+    engine = Engine(model, max_batch, max_seq_len, max_queue, compile)
     if metrics is not None:
         metrics.watch(engine)
     engine.start()

@@ -199,10 +199,6 @@ class Engine:
         elif len(req.tokens) >= req.max_tokens or len(req.prompt) + len(req.tokens) >= self.max_len:
             self._finish(req, "length")
 
-    def finish_early(self, req: Request) -> None:
-        """Called through `emit` (a stop string was found): the request leaves at the next step."""
-        req.cancelled = True
-
     def _finish(self, req: Request, reason: str) -> None:
         """The request leaves: the last running row moves into its row."""
         r = req.row
@@ -212,7 +208,4 @@ class Engine:
             last.row = r
             self.running[r] = last
         req.row = -1
-        if reason != "cancelled":
-            req.emit("done", {"reason": reason})
-        else:
-            req.emit("done", {"reason": None})
+        req.emit("done", {"reason": None if reason == "cancelled" else reason})

@@ -58,12 +58,20 @@ class Job:
                 i = len(self.choices)
                 seed = body.seed + j if body.seed is not None else random.randrange(2**63)
                 gen = torch.Generator(device=service.engine.device).manual_seed(seed)
-                emit = (lambda i: lambda kind, payload: loop.call_soon_threadsafe(
-                    self.queue.put_nowait, (i, kind, payload)))(i)
+                emit = self._emitter(loop, i)
                 stop_ids = set() if body.ignore_eos else service.stop_ids(kind)
                 req = Request(ids, max_tokens[p], sampling, gen, stop_ids, emit, logprobs=logprobs,
                               prompt_logprobs=prompt_logprobs, index=i)
                 self.choices.append(Choice(i, p, req, TextStream(service.tok, stop)))
+
+    def _emitter(self, loop, i: int):
+        def emit(kind: str, payload: dict) -> None:  # on the scheduler thread
+            try:
+                loop.call_soon_threadsafe(self.queue.put_nowait, (i, kind, payload))
+            except RuntimeError:  # the event loop is closed (server shutting down): nobody is listening
+                pass
+
+        return emit
 
     def submit(self) -> None:
         try:
