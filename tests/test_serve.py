@@ -5,7 +5,6 @@ with a ChatML template, made here, stands in for a real model."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -16,7 +15,7 @@ from conftest import tiny_model
 from llmcycle.config import RunConfig, TrainConfig
 from llmcycle.data.tokenizer import Tokenizer, byte_tokenizer
 from llmcycle.models import build_model
-from llmcycle.rundir import WEIGHTS, checkpoints_dir, config_path
+from llmcycle.rundir import WEIGHTS, checkpoints_dir, config_path, write_prompt_files
 
 pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
@@ -37,10 +36,8 @@ def make_run(root, seed: int = 0):
     hf.add_special_tokens(["<|im_start|>", "<|im_end|>"])
     tok = Tokenizer(hf, "byte")
     tok.save(root)
-    (root / "chat_template.jinja").write_text(CHATML)
-    (root / "tokenizer_config.json").write_text(json.dumps({"add_bos_token": True}))
-    (root / "generation_config.json").write_text(json.dumps({"eos_token_id": [tok.eos_id,
-                                                                              tok.token_to_id("<|im_end|>")]}))
+    write_prompt_files(root, {"add_bos_token": True}, {"eos_token_id": [tok.eos_id, tok.token_to_id("<|im_end|>")]},
+                       CHATML)
     cfg = RunConfig(model=tiny_model(vocab_size=300, max_seq_len=CONTEXT), train=TrainConfig(seq_len=CONTEXT, max_steps=1))
     cfg.save(config_path(root))
     torch.manual_seed(seed)

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from llmcycle.config import RunConfig
 from llmcycle.rundir import config_path, latest_checkpoint, list_checkpoints, load_model
-from llmcycle.train import checkpoint as ckpt_mod
+from llmcycle import checkpoint as ckpt_mod
 from llmcycle.train.loop import NonFiniteLoss, train
 from llmcycle.train.optim import lr_at
 
@@ -31,7 +31,7 @@ def test_loss_falls(prepared_run, tmp_path):
     evals = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 40
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.5  # from ~ln(vocab) = 5.7 down a lot
-    assert state["tokens"] == 40 * 8 * 32
+    assert state.tokens == 40 * 8 * 32
 
 
 def _weights(run):
@@ -50,10 +50,10 @@ def test_interrupted_and_resumed_run_matches_uninterrupted_bit_for_bit(prepared_
     cfg.save(config_path(b))
     real_step = loop._train_step
 
-    def killed_at_7(wrapped, optimizer, windows, objective, step, *args):
+    def killed_at_7(wrapped, optimizer, data, step, *args):
         if step == 7:
             raise KeyboardInterrupt  # the process dies mid-run, after the step-4 checkpoint
-        return real_step(wrapped, optimizer, windows, objective, step, *args)
+        return real_step(wrapped, optimizer, data, step, *args)
 
     monkeypatch.setattr(loop, "_train_step", killed_at_7)
     with pytest.raises(KeyboardInterrupt):
@@ -71,16 +71,10 @@ def test_failed_checkpoint_write_leaves_previous_loadable(prepared_run, tmp_path
     cfg = _copy_run(prepared_run, tmp_path, max_steps=5, ckpt_every=5)
     train(tmp_path, cfg, progress=False)
     good = latest_checkpoint(tmp_path)
-    calls = {"n": 0}
-    real_save = torch.save
+    def dying_write(path, text):  # weights and optimizer written, then the process "dies" writing the RNG state
+        raise OSError("disk full")
 
-    def dying_save(obj, f, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:  # optimizer written, then the process "dies" writing the RNG state
-            raise OSError("disk full")
-        return real_save(obj, f, *a, **k)
-
-    monkeypatch.setattr(ckpt_mod.torch, "save", dying_save)
+    monkeypatch.setattr(ckpt_mod, "atomic_write_text", dying_write)
     cfg10 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=10))
     with pytest.raises(OSError, match="disk full"):
         train(tmp_path, cfg10, resume=True, progress=False)
@@ -135,13 +129,16 @@ def test_schedule_warms_up_then_decays_to_min():
 def test_time_budget_becomes_fixed_step_count(prepared_run, tmp_path):
     cfg = _copy_run(prepared_run, tmp_path, max_steps=None, max_time=3.0, eval_every=1000)
     state = train(tmp_path, cfg, progress=False)
-    assert state["total_steps"] == state["step"] > 6  # fixed after timing, then honoured exactly
+    assert state.total_steps == state.step > 6  # fixed after timing, then honoured exactly
+    assert state.stopped_by == "max_time"
     # the conversion itself: 10 s left at 0.1 s/step plus an 0.5 s evaluation every 1000 steps
-    from llmcycle.train.loop import _steps_for_time
+    from llmcycle.train.state import TIMING_STEPS, Budget, LoopState
 
-    state = {"step": 6, "elapsed": 1.0, "tokens_per_step": 256}
-    budget = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_time=11.0))
-    assert _steps_for_time(budget, state, 0.1, 0.5) == 6 + int(10.0 / (0.1 + 0.5 / 1000))
+    state = LoopState(step=6, elapsed=1.0, tokens_per_step=256)
+    budget = Budget(dataclasses.replace(cfg.train, max_time=11.0), state, resumed=False)
+    budget.eval_time = 0.5
+    assert not any(budget.after_step(0.1) for _ in range(TIMING_STEPS))  # still timing
+    assert budget.after_step(0.1) and state.total_steps == 6 + int(10.0 / (0.1 + 0.5 / 1000))
 
 
 def test_weight_decay_groups():
@@ -160,4 +157,4 @@ def test_weight_decay_groups():
 def test_step_budget_binds_from_the_first_step_even_with_a_time_budget(prepared_run, tmp_path):
     cfg = _copy_run(prepared_run, tmp_path, max_steps=2, max_time=600.0)
     state = train(tmp_path, cfg, progress=False)
-    assert state["step"] == 2 == state["total_steps"]
+    assert state.step == 2 == state.total_steps and state.stopped_by == "max_steps"

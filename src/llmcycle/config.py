@@ -29,6 +29,14 @@ def _choice(name: str, value: Any, valid: tuple) -> None:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, valid))}")
 
 
+def _finite(cfg) -> None:
+    """Every number in a config must be a finite number (nan and inf come in through flags like --lr inf)."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{f.name} must be a finite number, got {v}")
+
+
 def _positive(name: str, value: float, allow_zero: bool = False) -> None:
     if value is None or (value < 0 if allow_zero else value <= 0):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
@@ -69,6 +77,7 @@ class ModelConfig:
     init_std: float = 0.02  # std of the normal weight init (residual projections scaled by 1/sqrt(2L))
 
     def __post_init__(self) -> None:
+        _finite(self)
         _choice("family", self.family, FAMILIES)
         _choice("pos_emb", self.pos_emb, ("rope", "learned"))
         _choice("norm", self.norm, ("rmsnorm", "layernorm"))
@@ -145,6 +154,7 @@ class DataConfig:
     mix: list[str] = field(default_factory=list)  # data mixture, replaces source: [NAME=]SOURCE:WEIGHT ... (e.g. fin.jsonl:0.5 default:0.5)
 
     def __post_init__(self) -> None:
+        _finite(self)
         if self.tokenizer not in ("bpe", "byte") and not (
                 "/" in self.tokenizer or self.tokenizer.endswith(".json") or Path(self.tokenizer).exists()):
             raise ValueError(f"tokenizer={self.tokenizer!r} is not valid; choose 'bpe', 'byte', or the path of a "
@@ -212,6 +222,10 @@ class TrainConfig:
     init_from: str | None = None  # run dir or checkpoint to take weights from (fresh optimizer)
 
     def __post_init__(self) -> None:
+        _finite(self)
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        _positive("weight_decay", self.weight_decay, allow_zero=True)
         for name in ("seq_len", "batch_size", "lr", "eval_every", "eval_batches", "ckpt_every", "log_every"):
             _positive(name, getattr(self, name))
         _positive("warmup_steps", self.warmup_steps, allow_zero=True)
@@ -251,7 +265,7 @@ class RunConfig:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from llmcycle.runtime import atomic_write_text
+        from llmcycle.atomic import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
