@@ -91,7 +91,7 @@ class Engine:
         self.pending: collections.deque[Request] = collections.deque()
         self.running: list[Request] = []  # running[r] owns cache row r
         self.cond = threading.Condition()
-        self.on_step = on_step  # called with the batch size after each step (metrics)
+        self.on_step = on_step  # called with the batch size after each step
         self.stopping = False
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -101,7 +101,9 @@ class Engine:
     def submit(self, reqs: list[Request]) -> None:
         """Queue a request's choices together, or refuse them all (QueueFull)."""
         with self.cond:
-            if self.stopping or self.error is not None:
+            if self.error is not None:
+                raise QueueFull(f"the generation engine stopped after an error: {self.error}")
+            if self.stopping:
                 raise QueueFull("the server is shutting down")
             if len(self.pending) + len(reqs) > self.max_queue:
                 raise QueueFull(f"the request queue is full ({self.max_queue} waiting); retry later")
