@@ -146,7 +146,7 @@ async def load_round(url: str, clients: int, per_client: int, max_tokens: int, t
 def measure(name: str, url: str, args) -> list[dict]:
     rows = []
     for n in args.clients:
-        asyncio.run(load_round(url, n, 1, 8, args.round_timeout))  # warm-up: this batch size's graphs
+        asyncio.run(load_round(url, n, 1, 2, args.round_timeout))  # warm-up: this batch size's graphs
         r = asyncio.run(load_round(url, n, args.requests, args.max_tokens, args.round_timeout))
         r["engine"] = name
         rows.append(r)

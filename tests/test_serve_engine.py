@@ -6,6 +6,7 @@ after requests leave; a cancelled request leaves at the next step; the int8 path
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -46,8 +47,8 @@ class Collect:
             self.reason = payload["reason"]
             self.done.set()
 
-    def wait(self):
-        assert self.done.wait(30), "request did not finish"
+    def wait(self, timeout: float = 30):
+        assert self.done.wait(timeout), "request did not finish"
         return self.tokens
 
 
@@ -136,5 +137,32 @@ def test_int8_model_batched_equals_alone(model):
         e.submit([c.req for c in cs])
         assert [c.wait() for c in cs] == alone
         assert alone[0] == generate_ids(q, [PROMPTS[0]], 16, GREEDY)[0]
+    finally:
+        e.stop()
+
+
+@pytest.mark.skipif(not os.environ.get("LLMCYCLE_COMPILE_TESTS"), reason="compiles for ~1 min on 2 CPU cores: "
+                    "set LLMCYCLE_COMPILE_TESTS=1 to run it")
+def test_compiled_step_serves_the_batch_with_the_eager_tokens(model):
+    """--compile: the batch decodes through `compiled_step` (batch sizes and cache views vary without a
+    recompile per shape) and gives the eager engine's tokens."""
+    import copy
+
+    from torch._dynamo.utils import counters
+
+    eager = Engine(model, max_batch=4, max_len=128)
+    eager.start()
+    want = [run_alone(eager, p, 70) for p in PROMPTS]
+    eager.stop()
+    e = Engine(copy.deepcopy(model), max_batch=4, max_len=128, compile=True)
+    e.start()
+    try:
+        cs = [Collect(p, 70) for p in PROMPTS]
+        for i in range(len(cs) - 1):  # joins at different steps: batch sizes 1..4, views of 64 and 128 columns
+            nxt = cs[i + 1]
+            cs[i].on_token = lambda n, nxt=nxt: e.submit([nxt.req]) if n == 3 else None
+        e.submit([cs[0].req])
+        assert [c.wait(600) for c in cs] == want
+        assert counters["stats"]["unique_graphs"] <= 2  # batch 1 and batch > 1; nothing per length or view
     finally:
         e.stop()

@@ -85,7 +85,9 @@ class Engine:
         p = next(model.parameters())
         self.device, self.max_len = p.device, min(max_len or cfg.max_seq_len, cfg.max_seq_len)
         dtype = torch.float32 if p.dtype in (torch.int8, torch.uint8) else p.dtype
-        self.cache = BatchCache(cfg.n_layer, max_batch, cfg.kv_heads, cfg.hd, self.max_len, self.device, dtype)
+        # one column more than a request can fill, so a view is never the whole buffer: its strides then
+        # never coincide with a contiguous tensor's, which would make torch.compile build a second graph
+        self.cache = BatchCache(cfg.n_layer, max_batch, cfg.kv_heads, cfg.hd, self.max_len + 1, self.device, dtype)
         self.max_batch, self.max_queue = max_batch, max_queue
         self.step_fn = compiled_step(model) if compile else model.step
         self.pending: collections.deque[Request] = collections.deque()
