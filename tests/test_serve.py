@@ -333,3 +333,22 @@ def test_text_stream_sends_whole_characters_and_holds_back_stop_prefixes():
     s = TextStream(tok, ["STOP"])
     pieces = [s.push(t) for t in tok.encode("a ST")]
     assert "".join(pieces) == "a " and s.flush() == "ST" and not s.stopped  # the end releases the held tail
+
+
+def test_serve_command_flags_and_refusals(tmp_path, capsys):
+    import argparse
+
+    from llmcycle.cli import build_parser, main
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices["serve"]
+    flags = {o for a in sub._actions for o in a.option_strings}
+    assert {"--run", "--host", "--port", "--api-key", "--quantize", "--compile", "--max-batch"} <= flags
+    assert all(a.help for a in sub._actions if a.option_strings)
+    assert sub.parse_args(["--run", "x"]).host == "127.0.0.1"  # loopback unless asked
+    assert main(["serve", "--run", str(tmp_path / "nothing")]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    run = make_run(tmp_path / "enc")
+    RunConfig(model=tiny_model(family="encoder", vocab_size=300, max_seq_len=CONTEXT),
+              train=TrainConfig(seq_len=CONTEXT, max_steps=1)).save(config_path(run))
+    assert main(["serve", "--run", str(run)]) == 2
+    assert "decoder models" in capsys.readouterr().err

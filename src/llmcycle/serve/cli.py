@@ -86,9 +86,14 @@ def run(args) -> int:
 
     from llmcycle.serve.app import create_app
 
+    from llmcycle.rundir import is_run, load_config
+
     run_dir = Path(args.run)
-    if not run_dir.is_dir():
-        raise ValueError(f"--run {run_dir}: no such run directory")
+    if not is_run(run_dir):
+        raise ValueError(f"--run {run_dir}: not a run directory (train one, or `llmcycle import` a model there)")
+    family = load_config(run_dir).model.family
+    if family != "decoder":  # refused before the server starts, not only by /health
+        raise ValueError(f"llmcycle serve runs decoder models; {run_dir} is a {family} model")
     if args.threads:
         import torch
 
