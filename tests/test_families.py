@@ -226,7 +226,7 @@ def trained(prepared_run, tmp_path_factory):
 @pytest.mark.parametrize("family", ["decoder", "encoder", "seq2seq"])
 def test_every_family_learns(trained, family):
     run, state = trained[family]
-    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
     assert [e["step"] for e in evals] == [0, 40]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0  # from ~ln(292) = 5.7 down by well over a nat
     assert state.tokens == 40 * 8 * 32

@@ -28,7 +28,7 @@ def _copy_run(src, dst, **train_kw):
 def test_loss_falls(prepared_run, tmp_path):
     cfg = _copy_run(prepared_run, tmp_path, max_steps=40, eval_every=40)
     state = train(tmp_path, cfg, progress=False)
-    evals = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
+    evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 40
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.5  # from ~ln(vocab) = 5.7 down a lot
     assert state.tokens == 40 * 8 * 32

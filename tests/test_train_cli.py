@@ -64,3 +64,28 @@ def test_resume_cannot_change_the_architecture(run, capsys):
     assert main(["train", "--run", str(run), "--max-steps", "2", "--quiet"]) == 0
     assert main(["train", "--run", str(run), "--resume", "--max-steps", "4", "--d-model", "64", "--quiet"]) == 2
     assert "--resume continues the saved model" in capsys.readouterr().err
+
+
+def test_one_writer_per_run_and_a_dead_holders_lock_is_taken_over(run, capsys):
+    import subprocess
+    import sys
+    import textwrap
+
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from llmcycle import rundir
+        with rundir.writer_lock({str(run)!r}, "train"):
+            print("locked", flush=True)
+            time.sleep(60)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert main(["train", "--run", str(run), "--max-steps", "1", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"being written by pid {holder.pid} (llmcycle train" in err
+        assert not rundir.list_checkpoints(run)  # the refused train wrote nothing
+    finally:
+        holder.kill()  # SIGKILL: the lock file keeps its text, the kernel drops the lock
+        holder.wait()
+    assert main(["train", "--run", str(run), "--max-steps", "1", "--quiet"]) == 0
+    assert f"took over the lock of pid {holder.pid}" in capsys.readouterr().out

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmcycle.atomic import atomic_write_text
+
 FAMILIES = ("decoder", "encoder", "seq2seq")
 # Options that only one family reads; setting one under another family is a mistake we name.
 FAMILY_OPTIONS = {
@@ -178,8 +180,9 @@ def mixture_parts(mix: list[str]) -> list[tuple[str, str, float]]:
             w = float(weight)
         except ValueError:
             w = -1.0
-        if not source or w <= 0:
-            raise ValueError(f"--mix entry {entry!r} must be [NAME=]SOURCE:WEIGHT with a weight > 0, e.g. finance.jsonl:0.5")
+        if not source or not math.isfinite(w) or w <= 0:
+            raise ValueError(f"--mix entry {entry!r} must be [NAME=]SOURCE:WEIGHT with a finite weight > 0, "
+                             "e.g. finance.jsonl:0.5")
         name = name or ("default" if source == "default" else Path(source).stem or "source")
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         while name in [p[0] for p in parts]:
@@ -265,8 +268,6 @@ class RunConfig:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from llmcycle.atomic import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod

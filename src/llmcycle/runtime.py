@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import tempfile
+import resource
 import time
-from pathlib import Path
+from datetime import timedelta
+
 
 import numpy as np
 import torch
@@ -69,8 +70,6 @@ def init_distributed(device: torch.device, backend: str | None = None, timeout_s
     long a collective waits for a rank that hangs or died, so a run stops instead of hanging."""
     if dist.is_initialized() or (world()[2] == 1 and not alone):
         return dist.is_initialized()
-    from datetime import timedelta
-
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     if backend == "nccl" and device.type != "cuda":
         raise ValueError(f"backend nccl needs CUDA devices but the device is {device}; use --backend gloo")
@@ -98,8 +97,10 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32) 
     key = f"{device}-{dtype}"
     if key not in _PEAK:
         n = 1024
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
+        # values are irrelevant; drawing them from the global RNG would make a run's dropout and data
+        # depend on whether the peak had been measured earlier in the same process
+        a = torch.ones(n, n, device=device, dtype=dtype)
+        b = torch.ones(n, n, device=device, dtype=dtype)
         a @ b  # warm-up
         reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < 0.2:
@@ -113,6 +114,4 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32) 
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -79,7 +79,7 @@ def family_samples(model, tok, family: str) -> list[dict]:
 
 
 def run_lifecycle(args) -> dict:
-    from llmcycle.data.prepare import prepare
+    from llmcycle.data.prepare import prepare_run
     from llmcycle.train.loop import train
 
     out = Path(args.out)
@@ -87,8 +87,7 @@ def run_lifecycle(args) -> dict:
     cfg = default_config(args.corpus, args.budget, args.max_bytes, getattr(args, "family", "decoder"))
     progress = not args.quiet
     print(f"[1/4] prepare: corpus={cfg.data.source!r} -> {rundir.data_dir(out)}")
-    meta = prepare(cfg.data, rundir.data_dir(out), progress=progress)
-    cfg.model.vocab_size = meta["vocab_size"]
+    meta, cfg = prepare_run(out, cfg.data, cfg, progress=progress)
     print(f"      {meta['splits']['train']['tokens']:,} train / {meta['splits']['val']['tokens']:,} val tokens, vocab {meta['vocab_size']}")
     print(f"[2/4] train: {cfg.train.max_time:.0f} s budget")
     state = train(out, cfg, progress=progress)

@@ -19,10 +19,9 @@ from __future__ import annotations
 import torch
 
 from llmcycle.config import RunConfig
-from llmcycle.data.loader import eval_ids, global_batch_ids, rank_share
-from llmcycle.data.mixture import open_windows, source_windows
+from llmcycle.data.loader import eval_ids, global_batch_ids, open_windows, rank_share, source_windows
 from llmcycle.data.objectives import objective_for, raw_length
-from llmcycle.data.prepare import load_meta
+from llmcycle.data.shards import load_meta
 from llmcycle.rundir import data_dir
 
 

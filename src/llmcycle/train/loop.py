@@ -12,6 +12,7 @@ on comes from a `Batches` (`train/batches.py`): token windows for pretraining by
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -48,7 +49,8 @@ def train(run: Path, cfg: RunConfig, resume: bool = False, progress: bool = True
     owned = not dist.is_initialized()  # a caller's process group is left to the caller
     init_distributed(device, None if t.backend == "auto" else t.backend, t.dist_timeout, alone=t.strategy != "single")
     try:
-        return _train(run, cfg, device, resume, progress, overwrite, batches, model)
+        with rundir.writer_lock(run, "train") if is_main() else contextlib.nullcontext():
+            return _train(run, cfg, device, resume, progress, overwrite, batches, model)
     finally:
         if owned:
             destroy_distributed()
