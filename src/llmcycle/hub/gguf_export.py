@@ -5,7 +5,7 @@
     tokenizer   tokenizer.ggml.model = gpt2 (byte-level BPE): tokens, merges, token types (control for
                 the special tokens), the pre-tokenizer's name (`tokenizer.ggml.pre`), bos/eos/pad ids,
                 add_bos_token, the chat template and the extra end-of-turn id when the run has them
-    tensors     Hugging Face Llama tensors (`hub/hf.py`) under llama.cpp's names, Q and K rows in
+    tensors     Hugging Face Llama tensors (`hub/tensors.py`) under llama.cpp's names, Q and K rows in
                 llama.cpp's interleaved rotary order (the inverse of `hub/gguf.py`'s `unpermute`);
                 --gguf-type f32 | f16 | q8_0 for the matrices (Q8_0: blocks of 32 with one f16 scale;
                 a matrix whose rows are not a multiple of 32 stays f16); norms always f32
@@ -24,6 +24,11 @@ import numpy as np
 import torch
 
 from llmcycle.hub.gguf import CONTROL, LAYER_NAMES, PRE_SPLITS, TENSOR_NAMES
+from llmcycle.hub.hf_config import export_architecture
+from llmcycle.hub.tensors import to_hf
+from llmcycle.inference.chat import prompt_style
+from llmcycle.models.layers import _llama3_scaled
+from llmcycle.rundir import load_model, load_tokenizer
 
 GGUF_TYPES = ("f32", "f16", "q8_0")
 NORMAL, UNUSED = 1, 5  # llama.cpp token types (CONTROL = 3 comes from gguf.py)
@@ -98,10 +103,6 @@ def export_gguf(run: Path, out: Path, kind: str = "f32", overwrite: bool = False
     """Write the run's newest decoder weights and tokenizer as one GGUF file."""
     import gguf
 
-    from llmcycle.hub.hf import export_architecture, to_hf
-    from llmcycle.inference.chat import prompt_style
-    from llmcycle.models.layers import _llama3_scaled
-    from llmcycle.rundir import load_model, load_tokenizer
 
     if kind not in GGUF_TYPES:
         raise ValueError(f"--gguf-type {kind!r} is not supported; choose one of {', '.join(GGUF_TYPES)}")
