@@ -332,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="memory, compute and scaling-law planner", formatter_class=fmt)
     plan_args(p)
     p.set_defaults(func=plan_run)
+
+    from llmcycle.scale.cli import add_arguments as scale_args, run as scale_run
+
+    p = sub.add_parser("scale", help="scaling-law lab: IsoFLOP sweep of runs, Chinchilla fits", formatter_class=fmt)
+    scale_args(p)
+    p.set_defaults(func=scale_run)
     return parser
 
 

@@ -13,6 +13,7 @@ here or imported) using only the newest complete checkpoint.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from llmcycle.config import RunConfig
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 WEIGHTS = "model.safetensors"
+CHECKPOINT_STATE = "state.json"  # the loop state saved with each checkpoint (train/checkpoint.py)
 
 
 def config_path(run: Path) -> Path:
@@ -49,6 +51,11 @@ def list_checkpoints(run: Path) -> list[Path]:
 def latest_checkpoint(run: Path) -> Path | None:
     ckpts = list_checkpoints(run)
     return ckpts[-1] if ckpts else None
+
+
+def checkpoint_state(ckpt: Path) -> dict:
+    """The loop state saved with a checkpoint: step, tokens, total_steps, elapsed, val (its last evaluation)."""
+    return json.loads((Path(ckpt) / CHECKPOINT_STATE).read_text(encoding="utf-8"))
 
 
 def weights_path(run_or_ckpt: Path) -> Path:
