@@ -72,7 +72,7 @@ def point_dir(sweep: Path, name: str) -> Path:
 
 
 def point_name(budget: float, k: int) -> str:
-    return f"C{budget:.0e}_k{k:02d}".replace("+", "")
+    return f"C{budget:.3g}_k{k:02d}".replace("+", "")
 
 
 def plan_points(budgets: list[float], sizes: int, vocab_size: int, unique_tokens: int, s: Settings) -> tuple[list[Point], list[str]]:
