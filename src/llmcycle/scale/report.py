@@ -106,8 +106,9 @@ def markdown(res: dict, notes: list[str]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for m in a2["minima"]:
+        tpp3 = a3["tokens_per_param"][f"{m['budget']:.3g}"]
         lines.append(f"| {m['budget']:.3g} | {m['n_opt']:,.0f} | {m['d_opt']:,.0f} | {m['tokens_per_param']:.1f} | "
-                     f"{m['loss']:.4f} | {'yes' if m['interior'] else 'no'} | {a3['tokens_per_param'][f'{m['budget']:.3g}']:.1f} |")
+                     f"{m['loss']:.4f} | {'yes' if m['interior'] else 'no'} | {tpp3:.1f} |")
     lines += ["", "References (a, b): " + "; ".join(f"{k}: {v['a']:.3f}, {v['b']:.3f}" for k, v in res["references"].items()),
               f"Kaplan's derived alpha_C^min = {res['kaplan_derived']['alpha_c_min']:.4f} (Eq. 1.8 from alpha_S, alpha_B, alpha_N).",
               "", "![IsoFLOP curves](isoflop.png) ![frontier](frontier.png) ![residuals](residuals.png)"]
