@@ -1,7 +1,7 @@
 """`llmcycle scale sweep|fit`: the scaling-law lab on the command line (docs/scale.md).
 
     llmcycle scale sweep --out DIR --budgets 1e12,3e12,1e13 --sizes 5 [--corpus SRC] [--resume] [--print-commands]
-    llmcycle scale fit DIR [--params total|non-embedding] [--bootstrap 200]
+    llmcycle scale fit DIR [--params total|non-embedding] [--bootstrap 200] [--complete-budgets-only]
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples for the intervals (default: 200)")
     f.add_argument("--out", default=None, help="folder for fit.json, fit.md and the PNGs (default: DIR/fit)")
     f.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    f.add_argument("--complete-budgets-only", action="store_true",
+                   help="leave out budgets with fewer than 3 finished points (default: refuse, naming them)")
+    f.add_argument("--refine", type=int, default=64, help="Approach 3: L-BFGS runs from the best-scoring grid starts (default: 64)")
 
 
 def run(args) -> int:
@@ -97,7 +100,8 @@ def _fit(args) -> int:
     from llmcycle.scale.report import fit_sweep
 
     out = Path(args.out) if args.out else Path(args.dir) / "fit"
-    result = fit_sweep(Path(args.dir), out, params=args.params, bootstrap=args.bootstrap, seed=args.seed)
+    result = fit_sweep(Path(args.dir), out, params=args.params, bootstrap=args.bootstrap, seed=args.seed,
+                       complete_only=args.complete_budgets_only, refine=args.refine)
     print(result["summary"])
     print(f"wrote {out}/fit.json, fit.md and PNGs")
     return 0
