@@ -149,7 +149,7 @@ def test_resume_on_another_world_size_matches_uninterrupted(runs, name):
 
 def test_sharded_checkpoint_is_complete_and_exported(runs):
     ckpt = latest_checkpoint(runs["fsdp"])
-    assert sorted(p.name for p in ckpt.iterdir()) == ["dcp", "model.safetensors", "rng_0.pt", "rng_1.pt", "state.json"]
+    assert sorted(p.name for p in ckpt.iterdir()) == ["dcp", "model.safetensors", "rng_0.json", "rng_1.json", "state.json"]
     assert len(list((ckpt / "dcp").glob("*.distcp"))) == WORLD  # each rank wrote its part
     assert not list((runs["fsdp"] / "checkpoints").glob(".*tmp"))
     with safe_open(str(ckpt / "model.safetensors"), "pt") as f:

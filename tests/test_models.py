@@ -142,7 +142,7 @@ def test_impossible_configs_are_clear_errors(kw, msg):
 def test_load_weights_restores_every_tensor_and_names_what_does_not_fit(tmp_path, tie):
     from safetensors.torch import save_file, save_model
 
-    from llmcycle.rundir import load_weights
+    from llmcycle.checkpoint import load_weights
 
     torch.manual_seed(0)
     src = build_model(tiny_model(tie_embeddings=tie))

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from llmcycle.config import RunConfig
 from llmcycle.rundir import config_path, latest_checkpoint, list_checkpoints, load_model
-from llmcycle.train import checkpoint as ckpt_mod
+from llmcycle import checkpoint as ckpt_mod
 from llmcycle.train.loop import NonFiniteLoss, train
 from llmcycle.train.optim import lr_at
 
@@ -71,16 +71,10 @@ def test_failed_checkpoint_write_leaves_previous_loadable(prepared_run, tmp_path
     cfg = _copy_run(prepared_run, tmp_path, max_steps=5, ckpt_every=5)
     train(tmp_path, cfg, progress=False)
     good = latest_checkpoint(tmp_path)
-    calls = {"n": 0}
-    real_save = torch.save
+    def dying_write(path, text):  # weights and optimizer written, then the process "dies" writing the RNG state
+        raise OSError("disk full")
 
-    def dying_save(obj, f, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:  # optimizer written, then the process "dies" writing the RNG state
-            raise OSError("disk full")
-        return real_save(obj, f, *a, **k)
-
-    monkeypatch.setattr(ckpt_mod.torch, "save", dying_save)
+    monkeypatch.setattr(ckpt_mod, "atomic_write_text", dying_write)
     cfg10 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=10))
     with pytest.raises(OSError, match="disk full"):
         train(tmp_path, cfg10, resume=True, progress=False)

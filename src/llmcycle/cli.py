@@ -20,66 +20,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
-import re
 import sys
-import types
-import typing
 from pathlib import Path
 
 from llmcycle.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-
-# ------------------------------------------------------------------ flags from dataclasses
-
-
-def _field_comments(cls) -> dict[str, str]:
-    src = inspect.getsource(cls)
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^\s+(\w+): [^\n#]*#\s*(.*)$", src, re.M)}
-
-
-def _flag_type(tp):
-    """(argparse type, nargs, is_bool) for a dataclass field annotation such as `int | None`."""
-    if isinstance(tp, str):
-        tp = eval(tp, vars(typing), {"dict": dict, "list": list})  # annotations are strings (PEP 563)
-    args = [a for a in typing.get_args(tp) if a is not type(None)] if isinstance(tp, types.UnionType) else [tp]
-    base = args[0]
-    if base is bool:
-        return None, None, True
-    if typing.get_origin(base) is list:
-        return typing.get_args(base)[0], "*", False
-    if base is dict:
-        return None, None, False
-    return base, None, False
-
-
-def add_config_flags(parser: argparse.ArgumentParser, cls, title: str, skip: tuple = ()) -> None:
-    """One --kebab-case flag per field; default=SUPPRESS so only given flags reach the namespace."""
-    group = parser.add_argument_group(title)
-    comments = _field_comments(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        typ, nargs, is_bool = _flag_type(f.type)
-        if typ is None and not is_bool:
-            continue  # dict-valued fields are set in config.json, not on the command line
-        d = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_ = f"{comments.get(f.name, '')} (default: {d})".strip()
-        flag = "--" + f.name.replace("_", "-")
-        if is_bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_)
-        else:
-            group.add_argument(flag, type=typ, nargs=nargs, default=argparse.SUPPRESS, help=help_, dest=f.name,
-                               metavar=f.name.upper())
-
-
-def overrides(args: argparse.Namespace, cls) -> dict:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
-
-
-def merged(base, cls, args):
-    """A copy of dataclass `base` with the command-line overrides applied (and validated)."""
-    return cls(**{**dataclasses.asdict(base), **overrides(args, cls)})
-
+from llmcycle.flags import add_dataclass_flags as add_config_flags, merged
 
 # ------------------------------------------------------------------ commands
 
@@ -102,10 +47,9 @@ def cmd_prepare(args) -> int:
 
 def _init_model_config(src: Path) -> ModelConfig:
     """The ModelConfig of an --init-from source: a run directory or one of its checkpoints."""
-    for path in (src / "config.json", src.parent.parent / "config.json"):
-        if path.is_file():
-            return RunConfig.load(path).model
-    raise ValueError(f"--init-from {src}: no config.json there or in its run directory")
+    from llmcycle.rundir import load_config, owning_run
+
+    return load_config(owning_run(src)).model
 
 
 def cmd_train(args) -> int:

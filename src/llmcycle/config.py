@@ -251,7 +251,7 @@ class RunConfig:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from llmcycle.runtime import atomic_write_text
+        from llmcycle.atomic import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 

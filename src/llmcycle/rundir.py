@@ -1,42 +1,137 @@
-"""The run directory: how stages hand work to each other.
+"""The run directory: the one contract through which stages hand work to each other.
 
-    RUN/config.json            RunConfig (model, data, train): enough to rebuild everything
-    RUN/data/                  token shards, meta.json, tokenizer.json   (llmcycle prepare)
-    RUN/checkpoints/step_N/    model.safetensors, optimizer.pt, rng.pt, state.json   (llmcycle train)
-    RUN/metrics.jsonl          one JSON object per logged step / evaluation
-    RUN/samples.md, RUN/report.md, RUN/loss.png   (llmcycle run)
+    RUN/config.json                 RunConfig (model, data, train): written by the stage that owns it
+    RUN/data/meta.json              token counts, tokenizer roles, shard list      (llmcycle prepare)
+    RUN/data/tokenizer.json         the tokenizer, trained here or imported (+ tokenizer_meta.json)
+    RUN/data/{train,val}_NNN.bin    memory-mapped token shards
+    RUN/checkpoints/step_N/         model.safetensors, optimizer.pt, rng.json, state.json  (train)
+                                    (sharded runs: dcp/ and rng_R.json per rank)
+    RUN/metrics.jsonl               one JSON object per logged step / evaluation
+    RUN/samples.md, report.md, loss.png, summary.json                          (llmcycle run)
+    RUN/eval/TASK.json              per-example evaluation results                 (llmcycle eval)
+    RUN/tokenizer_config.json, generation_config.json, chat_template.jinja, import.json
+                                    prompt conventions of an imported model        (llmcycle import)
 
-A checkpoint directory is written under a temporary name and renamed when complete, so any
-`step_N` that exists is whole. `load_model` rebuilds a model from any run directory (trained
-here or imported) using only the newest complete checkpoint.
+No other module spells one of these names: it asks this module for the path. A directory under
+`checkpoints/` is written atomically (`llmcycle.atomic`), so any `step_N` that exists is whole.
+This module is torch-free so the planner and `--help` can read runs without importing torch;
+`load_model` imports the model code only when called.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from safetensors import safe_open
-
+from llmcycle.atomic import atomic_write_text, stale_temporaries
 from llmcycle.config import RunConfig
 
-STEP_DIR = re.compile(r"^step_(\d+)$")
+CONFIG = "config.json"
+DATA = "data"
+META = "meta.json"
+TOKENIZER = "tokenizer.json"
+CHECKPOINTS = "checkpoints"
 WEIGHTS = "model.safetensors"
-CHECKPOINT_STATE = "state.json"  # the loop state saved with each checkpoint (train/checkpoint.py)
+OPTIMIZER = "optimizer.pt"
+STATE = "state.json"
+DCP = "dcp"
+METRICS = "metrics.jsonl"
+SAMPLES = "samples.md"
+REPORT = "report.md"
+LOSS_PLOT = "loss.png"
+SUMMARY = "summary.json"
+EVAL = "eval"
+TOKENIZER_CONFIG = "tokenizer_config.json"
+GENERATION_CONFIG = "generation_config.json"
+CHAT_TEMPLATE = "chat_template.jinja"
+IMPORT_RECORD = "import.json"
+
+STEP_DIR = re.compile(r"^step_(\d+)$")
+# what `llmcycle run` makes, and so may remake in a directory it made before
+LIFECYCLE_OUTPUTS = (DATA, CHECKPOINTS, METRICS, SAMPLES, REPORT, LOSS_PLOT, SUMMARY)
+
+
+# ------------------------------------------------------------------ config
 
 
 def config_path(run: Path) -> Path:
-    return Path(run) / "config.json"
+    return Path(run) / CONFIG
+
+
+def is_run(path: Path) -> bool:
+    return config_path(path).is_file()
+
+
+def load_config(run: Path) -> RunConfig:
+    return RunConfig.load(config_path(run))
+
+
+def save_config(run: Path, cfg: RunConfig) -> None:
+    """Write config.json atomically. Only the stage that acts on a config saves it (train saves
+    the config it trains, prepare the data config it prepared)."""
+    cfg.save(config_path(run))
+
+
+def owning_run(path: Path) -> Path:
+    """The run directory of `path`: the run itself, or the run a `checkpoints/step_N` belongs to."""
+    path = Path(path)
+    if is_run(path):
+        return path
+    if STEP_DIR.match(path.name) and path.parent.name == CHECKPOINTS and is_run(path.parent.parent):
+        return path.parent.parent
+    raise ValueError(f"{path}: no {CONFIG} there or in its run directory; give a run directory or one of its "
+                     f"{CHECKPOINTS}/step_N folders")
+
+
+# ------------------------------------------------------------------ data and tokenizer
 
 
 def data_dir(run: Path) -> Path:
-    return Path(run) / "data"
+    return Path(run) / DATA
+
+
+def meta_path(data: Path) -> Path:
+    """meta.json of a data directory (RUN/data, or one source's folder of a mixture)."""
+    return Path(data) / META
+
+
+def tokenizer_path(run: Path) -> Path:
+    """Where a run's tokenizer lives: RUN/data/tokenizer.json, for trained and imported runs alike.
+    Runs imported by llmcycle 0.1 kept it at the top of the run; that place is still read."""
+    path = data_dir(run) / TOKENIZER
+    legacy = Path(run) / TOKENIZER
+    return legacy if not path.is_file() and legacy.is_file() else path
+
+
+def load_tokenizer(run: Path):
+    from llmcycle.data.tokenizer import Tokenizer  # the tokenizers library only when a tokenizer is needed
+
+    path = tokenizer_path(run)
+    if not path.is_file():
+        raise ValueError(f"no {TOKENIZER} in {data_dir(run)}: run `llmcycle prepare --run {run}` first "
+                         "(or `llmcycle import` a model)")
+    return Tokenizer.load(path)
+
+
+# ------------------------------------------------------------------ checkpoints
 
 
 def checkpoints_dir(run: Path) -> Path:
-    return Path(run) / "checkpoints"
+    return Path(run) / CHECKPOINTS
+
+
+def step_dir(run: Path, step: int) -> Path:
+    return checkpoints_dir(run) / f"step_{step:06d}"
+
+
+def step_of(ckpt: Path) -> int:
+    m = STEP_DIR.match(Path(ckpt).name)
+    if not m:
+        raise ValueError(f"{ckpt} is not a checkpoint directory (step_N)")
+    return int(m.group(1))
 
 
 def list_checkpoints(run: Path) -> list[Path]:
@@ -53,9 +148,18 @@ def latest_checkpoint(run: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def checkpoint_state(ckpt: Path) -> dict:
-    """The loop state saved with a checkpoint: step, tokens, total_steps, elapsed, val (its last evaluation)."""
-    return json.loads((Path(ckpt) / CHECKPOINT_STATE).read_text(encoding="utf-8"))
+def prune_checkpoints(run: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (keep <= 0 keeps all)."""
+    for old in list_checkpoints(run)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def remove_partial_checkpoints(run: Path) -> list[str]:
+    """Delete temporary checkpoint dirs left by a killed process; returns their names."""
+    stale = stale_temporaries(checkpoints_dir(run), prefix=".step_")
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return [p.name for p in stale]
 
 
 def weights_path(run_or_ckpt: Path) -> Path:
@@ -69,45 +173,125 @@ def weights_path(run_or_ckpt: Path) -> Path:
     return ckpt / WEIGHTS
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Copy safetensors weights into `model` one tensor at a time from the memory-mapped file (no
-    second state dict in memory), naming missing, unexpected or misshapen tensors. A tensor tied to a
-    loaded one (a shared embedding and head) counts as loaded."""
-    params = model.state_dict(keep_vars=True)  # name -> Parameter / buffer; tied tensors under each name
-    loaded: set[int] = set()
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        names = set(f.keys())
-        for name in sorted(names & params.keys()):
-            t, dst = f.get_tensor(name), params[name]
-            if t.shape != dst.shape:
-                raise ValueError(f"weights in {path} do not fit the model in config.json: {name} is "
-                                 f"{tuple(t.shape)} in the file, {tuple(dst.shape)} in the model")
-            with torch.no_grad():
-                dst.copy_(t)
-            loaded.add(dst.data_ptr())
-    missing = [n for n, t in params.items() if n not in names and t.data_ptr() not in loaded]
-    unexpected = sorted(names - params.keys())
-    if missing or unexpected:
-        raise ValueError(f"weights in {path} do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+def optimizer_path(ckpt: Path) -> Path:
+    return Path(ckpt) / OPTIMIZER
 
 
-def load_model(run: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, RunConfig]:
-    """Rebuild the model of a run directory and load its newest weights; eval mode."""
+def state_path(ckpt: Path) -> Path:
+    return Path(ckpt) / STATE
+
+
+def rng_path(ckpt: Path, rank: int | None = None) -> Path:
+    """rng.json (single process) or rng_R.json (rank R of a sharded checkpoint)."""
+    return Path(ckpt) / ("rng.json" if rank is None else f"rng_{rank}.json")
+
+
+def dcp_dir(ckpt: Path) -> Path:
+    return Path(ckpt) / DCP
+
+
+def read_state(ckpt: Path) -> dict:
+    path = state_path(ckpt)
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: {ckpt} is not a complete checkpoint")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def load_model(run: Path, device="cpu"):
+    """Rebuild the model of a run directory and load its newest weights; eval mode.
+    Returns (model, RunConfig)."""
+    from llmcycle.checkpoint import load_weights  # torch only when a model is loaded
     from llmcycle.models import build_model
 
-    run = Path(run)
-    cfg = RunConfig.load(config_path(run))
+    cfg = load_config(run)
     model = build_model(cfg.model).to(device)
     load_weights(model, weights_path(run))
     return model.eval(), cfg
 
 
-def load_tokenizer(run: Path):
-    from llmcycle.data.tokenizer import Tokenizer
+# ------------------------------------------------------------------ logs and reports
 
-    path = data_dir(run) / "tokenizer.json"
+
+def metrics_path(run: Path) -> Path:
+    return Path(run) / METRICS
+
+
+def read_metrics(run: Path) -> list[dict]:
+    path = metrics_path(run)
     if not path.is_file():
-        path = Path(run) / "tokenizer.json"
-    if not path.is_file():
-        raise ValueError(f"no tokenizer.json in {run} or {data_dir(run)}: run `llmcycle prepare --run {run}` first")
-    return Tokenizer.load(path)
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def samples_path(run: Path) -> Path:
+    return Path(run) / SAMPLES
+
+
+def report_path(run: Path) -> Path:
+    return Path(run) / REPORT
+
+
+def loss_plot_path(run: Path) -> Path:
+    return Path(run) / LOSS_PLOT
+
+
+def summary_path(run: Path) -> Path:
+    return Path(run) / SUMMARY
+
+
+def eval_dir(run: Path) -> Path:
+    return Path(run) / EVAL
+
+
+def eval_path(run: Path, task: str) -> Path:
+    return eval_dir(run) / f"{task}.json"
+
+
+def clear_lifecycle_outputs(run: Path) -> None:
+    """Remove what an earlier `llmcycle run` made in `run`, so it can be made again."""
+    for name in LIFECYCLE_OUTPUTS:
+        p = Path(run) / name
+        shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ prompt conventions
+
+
+@dataclass
+class PromptFiles:
+    """What an imported model's side files say about building its prompts."""
+
+    add_bos_token: bool | None = None  # None: the file does not say
+    chat_template: str | None = None
+    eos_token_ids: list[int] = field(default_factory=list)  # every id that ends a reply
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def read_prompt_files(run: Path) -> PromptFiles:
+    run = Path(run)
+    tcfg = _json(run / TOKENIZER_CONFIG)
+    template = tcfg.get("chat_template")
+    if (run / CHAT_TEMPLATE).is_file():
+        template = (run / CHAT_TEMPLATE).read_text(encoding="utf-8")
+    eos = _json(run / GENERATION_CONFIG).get("eos_token_id")
+    eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
+    add_bos = tcfg.get("add_bos_token")
+    return PromptFiles(add_bos_token=None if add_bos is None else bool(add_bos), chat_template=template,
+                       eos_token_ids=[int(i) for i in eos_ids])
+
+
+def write_prompt_files(run: Path, tokenizer_config: dict, generation_config: dict,
+                       chat_template: str | None) -> None:
+    """The Hugging Face side files, as `llmcycle import` and `export --to hf` write them."""
+    run = Path(run)
+    atomic_write_text(run / TOKENIZER_CONFIG, json.dumps(tokenizer_config, indent=2) + "\n")
+    atomic_write_text(run / GENERATION_CONFIG, json.dumps(generation_config, indent=2) + "\n")
+    if chat_template:
+        atomic_write_text(run / CHAT_TEMPLATE, chat_template)
+
+
+def import_record_path(run: Path) -> Path:
+    return Path(run) / IMPORT_RECORD

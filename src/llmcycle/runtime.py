@@ -1,6 +1,5 @@
 """Process-level plumbing: device and dtype choice, seeding, distributed init, rank-0 printing,
-and atomic file writes (temporary file, fsync, rename) so a killed process never leaves a
-half-written file behind.
+the measured matmul peak and peak memory. (Atomic file writes live in `llmcycle.atomic`.)
 """
 
 from __future__ import annotations
@@ -88,39 +87,6 @@ def init_distributed(device: torch.device, backend: str | None = None, timeout_s
 def destroy_distributed() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync it, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 _PEAK: dict[str, float] = {}

@@ -30,7 +30,7 @@ from llmcycle.config import DataConfig, mixture_parts
 from llmcycle.data.corpus import CorpusStats, Document, iter_documents
 from llmcycle.data.loader import TokenWindows
 from llmcycle.data.prepare import FORMAT_VERSION, META_FILE, load_meta
-from llmcycle.runtime import atomic_write_text
+from llmcycle.atomic import atomic_write_text
 
 MAX_VIRTUAL_FACTOR = 16  # the virtual index is at most this many times the windows that exist
 

@@ -33,7 +33,7 @@ from tqdm import tqdm
 from llmcycle.config import DataConfig
 from llmcycle.data.corpus import CorpusStats, Document, iter_documents, split_of
 from llmcycle.data.tokenizer import Tokenizer, byte_tokenizer, train_bpe
-from llmcycle.runtime import atomic_write_text, fsync_dir
+from llmcycle.atomic import atomic_write_text, fsync_dir
 
 BPE_SAMPLE_BYTES = 64 * 2**20  # text fed to the BPE trainer at most
 BATCH_BYTES = 2**20  # text per encode_batch call (bounds the Python lists of ids)

@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
-from llmcycle.runtime import atomic_write_text
+from llmcycle.atomic import atomic_write_text
 
 BOS = "<|bos|>"
 EOS = "<|eos|>"

@@ -25,12 +25,12 @@ the continuation without its leading whitespace, encoded on their own.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from llmcycle import rundir
 from llmcycle.inference.sampling import SamplingConfig
 
 LOGITS_BUDGET = 64 * 2**20  # float32 logits elements per log-likelihood forward (256 MB)
@@ -172,16 +172,11 @@ class Adapter:
 
 
 def _run_settings(run: Path, tok) -> tuple[bool, set[int]]:
-    """(add bos?, stop ids) from an imported run's tokenizer_config.json / generation_config.json."""
-    add_bos = tok.bos_id is not None
+    """(add bos?, stop ids) from an imported run's prompt files (tokenizer_config / generation_config)."""
+    files = rundir.read_prompt_files(run)
+    add_bos = tok.bos_id is not None and (files.add_bos_token if files.add_bos_token is not None else True)
     stop = {tok.eos_id} if tok.eos_id is not None else set()
-    tcfg, gcfg = Path(run) / "tokenizer_config.json", Path(run) / "generation_config.json"
-    if tcfg.is_file():
-        add_bos = bool(json.loads(tcfg.read_text()).get("add_bos_token", add_bos)) and tok.bos_id is not None
-    if gcfg.is_file():
-        eos = json.loads(gcfg.read_text()).get("eos_token_id")
-        stop |= set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    return add_bos, stop
+    return add_bos, stop | set(files.eos_token_ids)
 
 
 class _LLMCycle(Adapter):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmcycle.runtime import atomic_write_text
+from llmcycle.atomic import atomic_write_text
 
 _LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
            "accuracy": "accuracy (%)", "exact_match": "exact match (%)"}

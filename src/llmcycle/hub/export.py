@@ -18,7 +18,8 @@ import shutil
 from pathlib import Path
 
 from llmcycle.hub.hf import export_architecture, hf_config_from_model, to_hf
-from llmcycle.runtime import atomic_write_text
+from llmcycle import rundir
+from llmcycle.atomic import atomic_write_text
 
 FORMATS = ("hf",)
 
@@ -51,9 +52,9 @@ def _tokenizer_files(run: Path, out: Path, tok) -> None:
     atomic_write_text(out / "tokenizer_config.json", json.dumps(tcfg, indent=2) + "\n")
     if style.template:
         atomic_write_text(out / "chat_template.jinja", style.template)
-    gen = run / "generation_config.json"
+    gen = run / rundir.GENERATION_CONFIG
     if gen.is_file():
-        shutil.copyfile(gen, out / "generation_config.json")
+        shutil.copyfile(gen, out / rundir.GENERATION_CONFIG)
     else:
         ids = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
         atomic_write_text(out / "generation_config.json", json.dumps(ids, indent=2) + "\n")

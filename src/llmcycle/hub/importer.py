@@ -15,7 +15,6 @@ the embedding size), written into a temporary folder, and renamed into place.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -25,9 +24,10 @@ from llmcycle.hub.folder import HUB_NAME, download, read_folder
 from llmcycle.hub.gguf import is_gguf, read_gguf
 from llmcycle.hub.hf import architecture, model_config_from_hf, to_llmcycle
 from llmcycle.hub.source import Checkpoint, TokenizerFiles
-from llmcycle.runtime import atomic_write_text
+from llmcycle import rundir
+from llmcycle.atomic import atomic_dir, atomic_write_text
 
-IMPORTED_STEP = "step_000000"
+IMPORTED_STEP = 0  # the imported weights are checkpoint step 0 of the new run
 
 
 def load_source(source: str, revision: str | None = None) -> Checkpoint:
@@ -77,28 +77,24 @@ def check_tokenizer(files: TokenizerFiles, vocab_size: int) -> dict:
 def _side_files(tmp: Path, files: TokenizerFiles, tok, roles: dict) -> None:
     tcfg = {"tokenizer_class": "PreTrainedTokenizerFast", **{f"{r}_token": t for r, t in roles.items()},
             "add_bos_token": files.add_bos}
-    atomic_write_text(tmp / "tokenizer_config.json", json.dumps(tcfg, indent=2) + "\n")
     eos = [tok.eos_id] if tok.eos_id is not None else []
     eos += [i for i in files.stop_ids if i not in eos]
     gen = {"bos_token_id": tok.bos_id, "eos_token_id": eos[0] if len(eos) == 1 else eos or None,
            "pad_token_id": tok.pad_id}
-    atomic_write_text(tmp / "generation_config.json", json.dumps(gen, indent=2) + "\n")
-    if files.chat_template:
-        atomic_write_text(tmp / "chat_template.jinja", files.chat_template)
+    rundir.write_prompt_files(tmp, tcfg, gen, files.chat_template)
 
 
 def _target(out: Path, overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise ValueError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
-        if not (out / "config.json").is_file():
+        if not rundir.is_run(out):
             raise ValueError(f"{out} is not an llmcycle run directory; refusing to overwrite it")
 
 
 def import_model(source: str, out: Path, revision: str | None = None, overwrite: bool = False) -> dict:
     """Import `source` into the run directory `out`; returns a summary."""
-    from safetensors.torch import save_model
-
+    from llmcycle.checkpoint import save_weights
     from llmcycle.data.tokenizer import Tokenizer
     from llmcycle.models import build_model
 
@@ -115,25 +111,19 @@ def import_model(source: str, out: Path, revision: str | None = None, overwrite:
     if cfg.tie_embeddings:
         model.head.weight = model.embed.tok.weight
     del state
-    tmp = out.with_name(f".{out.name}.import.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "checkpoints" / IMPORTED_STEP).mkdir(parents=True)
-    try:
-        save_model(model, str(tmp / "checkpoints" / IMPORTED_STEP / "model.safetensors"))
-        atomic_write_text(tmp / "tokenizer.json", ckpt.tokenizer.tokenizer_json)
-        tok = Tokenizer.from_hf(tmp / "tokenizer.json", **roles)
-        tok.save(tmp)
+    with atomic_dir(out) as tmp:
+        ckpt_dir = rundir.step_dir(tmp, IMPORTED_STEP)
+        ckpt_dir.mkdir(parents=True)
+        save_weights(model, ckpt_dir / rundir.WEIGHTS)
+        tok_path = rundir.tokenizer_path(tmp)
+        atomic_write_text(tok_path, ckpt.tokenizer.tokenizer_json)
+        tok = Tokenizer.from_hf(tok_path, **roles)
+        tok.save(tok_path.parent)
         _side_files(tmp, ckpt.tokenizer, tok, roles)
         train = TrainConfig(seq_len=min(256, cfg.max_seq_len), max_time=180.0, init_from=None)
-        RunConfig(model=cfg, data=DataConfig(), train=train).save(tmp / "config.json")
+        rundir.save_config(tmp, RunConfig(model=cfg, data=DataConfig(), train=train))
         record = {"source": source, "origin": ckpt.origin, "architecture": arch, "hf_config": ckpt.hf_config}
-        atomic_write_text(tmp / "import.json", json.dumps(record, indent=2, default=str) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic_write_text(rundir.import_record_path(tmp), json.dumps(record, indent=2, default=str) + "\n")
     params = sum(p.numel() for p in model.parameters())
     return {"out": str(out), "architecture": arch, "params": params, "vocab": tok.vocab_size,
             "layers": cfg.n_layer, "context": cfg.max_seq_len, "chat_template": bool(ckpt.tokenizer.chat_template)}

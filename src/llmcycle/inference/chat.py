@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, TextIO
 
+from llmcycle import rundir
 from llmcycle.inference.generate import GenerationConfig, generate
 
 
@@ -39,22 +40,14 @@ class PromptStyle:
     stop_tokens: list[str] = field(default_factory=list)  # further tokens that end a reply (Llama 3's <|eom_id|>...)
 
 
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
 def prompt_style(run: Path, tok) -> PromptStyle:
     """The prompt conventions of a run directory; a run trained here adds bos and has no template."""
-    run = Path(run)
-    tcfg = _json(run / "tokenizer_config.json")
-    template = tcfg.get("chat_template")
-    if (run / "chat_template.jinja").is_file():
-        template = (run / "chat_template.jinja").read_text(encoding="utf-8")
-    eos = _json(run / "generation_config.json").get("eos_token_id")
-    stops = [tok.id_to_token(i) for i in (eos if isinstance(eos, list) else []) if i != tok.eos_id]
+    files = rundir.read_prompt_files(run)
+    stops = [tok.id_to_token(i) for i in files.eos_token_ids if i != tok.eos_id]
     name = lambda i: tok.id_to_token(i) if i is not None else None  # noqa: E731
-    return PromptStyle(add_bos=bool(tcfg.get("add_bos_token", tok.bos_id is not None)), template=template,
-                       bos_token=name(tok.bos_id), eos_token=name(tok.eos_id), stop_tokens=[s for s in stops if s])
+    add_bos = files.add_bos_token if files.add_bos_token is not None else tok.bos_id is not None
+    return PromptStyle(add_bos=add_bos, template=files.chat_template, bos_token=name(tok.bos_id),
+                       eos_token=name(tok.eos_id), stop_tokens=[s for s in stops if s])
 
 
 def _raise(message: str):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from llmcycle.plan.scaling import CHINCHILLA, EPOCH, KAPLAN, kaplan_derived_exponents, optimum
-from llmcycle.runtime import atomic_write_text
+from llmcycle.atomic import atomic_write_text
 from llmcycle.scale import fit as F
 from llmcycle.scale.sweep import load_sweep, point_dir, point_result
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 from llmcycle.config import DataConfig, RunConfig, TrainConfig
 from llmcycle.plan.scaling import data_plan
-from llmcycle.rundir import checkpoint_state, config_path, data_dir, latest_checkpoint
-from llmcycle.runtime import atomic_write_text
+from llmcycle.rundir import config_path, data_dir, latest_checkpoint, meta_path, read_state, save_config
+from llmcycle.atomic import atomic_write_text
 from llmcycle.scale.shapes import Rung, ladder, spread
 
 SWEEP_FILE = "sweep.json"
@@ -137,7 +137,7 @@ def point_status(run: Path, p: Point) -> str:
     ckpt = latest_checkpoint(run)
     if ckpt is None:
         return "new"
-    return "done" if checkpoint_state(ckpt)["step"] >= p.steps else "partial"
+    return "done" if read_state(ckpt)["step"] >= p.steps else "partial"
 
 
 def point_result(run: Path) -> dict | None:
@@ -145,7 +145,7 @@ def point_result(run: Path) -> dict | None:
     ckpt = latest_checkpoint(run)
     if ckpt is None:
         return None
-    st = checkpoint_state(ckpt)
+    st = read_state(ckpt)
     return {"step": st["step"], "tokens": st["tokens"], "val_loss": st.get("val", {}).get("val_loss"),
             "val_bpb": st.get("val", {}).get("val_bpb"), "elapsed": st.get("elapsed")}
 
@@ -184,7 +184,7 @@ def _check_same(old: dict, data: DataConfig, settings: Settings, sweep: Path) ->
 
 def prepare_sweep(sweep: Path, data: DataConfig, settings: Settings, progress: bool = True) -> dict:
     """Prepare DIR/data once (or check an existing sweep used the same corpus); returns the data meta."""
-    from llmcycle.data.prepare import META_FILE, load_meta, prepare
+    from llmcycle.data.prepare import load_meta, prepare
 
     sweep = Path(sweep)
     if (sweep / SWEEP_FILE).is_file():
@@ -195,7 +195,7 @@ def prepare_sweep(sweep: Path, data: DataConfig, settings: Settings, progress: b
             raise ValueError(f"{data_dir(sweep)} no longer holds the tokens {sweep} was swept on (shard hashes differ); "
                              "start a new sweep directory")
         return meta
-    if sweep.exists() and any(sweep.iterdir()) and not (data_dir(sweep) / META_FILE).is_file():
+    if sweep.exists() and any(sweep.iterdir()) and not meta_path(data_dir(sweep)).is_file():
         raise ValueError(f"{sweep} exists and is not a sweep directory; choose another --out")
     return prepare(data, data_dir(sweep), progress=progress)
 
@@ -221,7 +221,7 @@ def materialise(sweep: Path, p: Point, cfg: RunConfig) -> Path:
     if not link.exists():
         os.symlink(os.path.relpath(data_dir(sweep), run), link, target_is_directory=True)
     if not config_path(run).is_file() or latest_checkpoint(run) is None:
-        cfg.save(config_path(run))
+        save_config(run, cfg)
     return run
 
 

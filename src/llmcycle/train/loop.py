@@ -27,11 +27,10 @@ from llmcycle.data.mixture import open_windows, source_windows
 from llmcycle.data.prepare import load_meta
 from llmcycle.models import build_model
 from llmcycle.models.accounting import flops_per_token
-from llmcycle.rundir import data_dir, latest_checkpoint, weights_path
+from llmcycle import checkpoint
+from llmcycle.rundir import data_dir, save_config, latest_checkpoint, metrics_path, remove_partial_checkpoints, weights_path
 from llmcycle.runtime import (autocast, destroy_distributed, init_distributed, is_main, matmul_peak_flops,
                               pick_device, print0, seed_everything, world)
-from llmcycle.train import dist_checkpoint
-from llmcycle.train.checkpoint import remove_partial
 from llmcycle.train.optim import build_optimizer, lr_at, set_lr
 from llmcycle.train.parallel import no_sync, wrap_model
 
@@ -141,25 +140,27 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
 
     seed_everything(t.seed)
     model = build_model(cfg.model).to(device)
+    if not resume and is_main():  # the config on disk is the one trained, once it is known to be valid
+        save_config(run, cfg)
     # wrap before building the optimizer: FSDP replaces the parameters with sharded ones
     wrapped = wrap_model(model, t.strategy, device, t.fsdp_shard, t.dtype)
     optimizer = build_optimizer(model, t)
     state = {"step": 0, "tokens": 0, "elapsed": 0.0, "total_steps": None, "tokens_per_step": t.batch_size * t.seq_len}
-    removed = remove_partial(run) if is_main() else []
+    removed = remove_partial_checkpoints(run) if is_main() else []
     if removed:
         print0(f"removed incomplete checkpoint(s) from a killed run: {', '.join(removed)}")
     if resume:
         ckpt = latest_checkpoint(run)
         if ckpt is None:
             raise ValueError(f"--resume: no complete checkpoint in {run}/checkpoints; start without --resume")
-        state = dist_checkpoint.load(ckpt, model, optimizer)  # any format, saved by any number of ranks
+        state = checkpoint.load(ckpt, model, optimizer)  # any format, saved by any number of ranks
         print0(f"resumed from {ckpt.name} (step {state['step']}, {state['tokens']:,} tokens)")
         fixed = _budget_steps(cfg, state["tokens_per_step"])
         if t.max_time is None and fixed != state["total_steps"]:
             print0(f"budget changed: {state['total_steps']} -> {fixed} steps (the schedule stretches to match)")
             state["total_steps"] = fixed
     elif t.init_from:
-        dist_checkpoint.load_weights_any(model, weights_path(Path(t.init_from)))
+        checkpoint.load_weights(model, weights_path(Path(t.init_from)))
         print0(f"initialised weights from {t.init_from} (fresh optimizer and schedule)")
 
     objective = objective_for(cfg.model.family, {**meta["tokenizer"], "vocab_size": meta["vocab_size"]}, cfg.model)
@@ -175,7 +176,7 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
     if state["total_steps"] is None:  # a fresh run: the step/token budget now, the time budget after timing
         state["total_steps"] = _budget_steps(cfg, state["tokens_per_step"])
         state["timed"] = t.max_time is None
-    metrics = Metrics(run / "metrics.jsonl", is_main())
+    metrics = Metrics(metrics_path(run), is_main())
     bar = tqdm(total=state["total_steps"], initial=state["step"], disable=not (progress and is_main()),
                unit="step", dynamic_ncols=True)
     step_times, eval_time, last_val = [], 0.0, None
@@ -196,7 +197,7 @@ def _train(run, cfg, t, device, rank, world_size, resume, progress):
                     bar.write(f"step {step}: val loss {last_val['val_loss']:.4f}, {last_val['val_bpb']:.3f} bits/byte")
                 state["val"] = last_val
             if (last or (step % t.ckpt_every == 0 and step > 0)) and step != resumed_at:
-                dist_checkpoint.save(run, step, model, optimizer, state, t.keep_checkpoints, t.strategy)
+                checkpoint.save(run, step, model, optimizer, state, t.keep_checkpoints, sharded=t.strategy != "single")
             if last:
                 break
             t0 = time.perf_counter()

@@ -30,6 +30,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from llmcycle.checkpoint import is_fsdp
+
 STRATEGIES = ("single", "ddp", "fsdp")
 FSDP_SHARDS = ("full", "grad_op")
 
@@ -83,12 +85,6 @@ def shard_model(model: nn.Module, device: torch.device, fsdp_shard: str = "full"
     return model
 
 
-def is_fsdp(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
-    return isinstance(model, FSDPModule)
-
-
 @contextlib.contextmanager
 def _fsdp_sync(model, sync: bool):
     model.set_requires_gradient_sync(sync)  # FSDP2's no_sync: no reduce-scatter, gradients accumulate unsharded
@@ -107,18 +103,6 @@ def no_sync(wrapped: nn.Module, sync: bool):
     if is_fsdp(wrapped):
         return _fsdp_sync(wrapped, False)
     return contextlib.nullcontext()
-
-
-# ------------------------------------------------------------------ tied parameters
-
-
-def tied_names(model: nn.Module) -> dict[str, list[str]]:
-    """{kept name: [other names of the same Parameter]}; kept = first in sorted order, as safetensors' save_model."""
-    by_id: dict[int, list[str]] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
-        by_id.setdefault(id(p), []).append(name)
-    groups = [sorted(names) for names in by_id.values() if len(names) > 1]
-    return {g[0]: g[1:] for g in groups}
 
 
 # ------------------------------------------------------------------ memory held by this rank

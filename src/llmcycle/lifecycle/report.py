@@ -6,19 +6,19 @@ accounting, tokens from the loop state, losses from metrics.jsonl.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from llmcycle import families
+from llmcycle import rundir
+from llmcycle.atomic import atomic_write_text
 from llmcycle.config import RunConfig
+from llmcycle.lifecycle import families
 from llmcycle.models.accounting import param_groups
-
-PF_DAY = 8.64e19  # FLOPs in one petaflop/s-day
+from llmcycle.plan.compute import PF_DAY
 
 
 def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
     """(training rows, evaluation rows) from metrics.jsonl."""
-    rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    rows = rundir.read_metrics(run)
     return [r for r in rows if "loss" in r], [r for r in rows if "val_loss" in r]
 
 
@@ -52,7 +52,7 @@ def write_report(run: Path, cfg: RunConfig, meta: dict, state: dict, samples: li
     non_emb = params["total"] - params["embedding"] - params["position"]
     flops = state["flops_per_token"] * state["tokens"]
     val = state["val"]
-    plot_loss(run, run / "loss.png")
+    plot_loss(run, rundir.loss_plot_path(run))
     summary = {
         "params": params["total"], "non_embedding_params": non_emb, "tokens": state["tokens"],
         "tokens_per_param": state["tokens"] / params["total"], "flops": flops, "pf_days": flops / PF_DAY,
@@ -84,13 +84,13 @@ def write_report(run: Path, cfg: RunConfig, meta: dict, state: dict, samples: li
         families.compute_comparison(cfg), "",
         "## Evaluation",
         families.evaluation_line(m.family, val), "",
-        "![loss curve](loss.png)", "",
+        f"![loss curve]({rundir.LOSS_PLOT})", "",
         "## Samples", families.SAMPLE_INTRO[m.family], "",
     ]
     for s in samples:
         lines += [f"### {s['setting']} ({s['finish']})", _md_block(s.get("shown", s["prompt"] + s["completion"])), ""]
-    (run / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(rundir.report_path(run), "\n".join(lines))
     samples_md = ["# Samples", ""] + [f"## {s['setting']}\n{_md_block(s.get('shown', s['prompt'] + s['completion']))}\n"
                                       for s in samples]
-    (run / "samples.md").write_text("\n".join(samples_md), encoding="utf-8")
+    atomic_write_text(rundir.samples_path(run), "\n".join(samples_md))
     return summary

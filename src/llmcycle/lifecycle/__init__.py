@@ -10,14 +10,14 @@ the same width and depth instead; their samples are fill-mask predictions and sp
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 from llmcycle.config import DataConfig, ModelConfig, RunConfig, TrainConfig
 from llmcycle.inference.generate import GenerationConfig, generate
 from llmcycle.inference.sampling import SamplingConfig
-from llmcycle.report import write_report
-from llmcycle.rundir import config_path, data_dir, load_model, load_tokenizer
+from llmcycle import rundir
+from llmcycle.atomic import atomic_write_text
+from llmcycle.lifecycle.report import write_report
 
 CODE_PROMPTS = [
     "def fibonacci(n):\n",
@@ -48,12 +48,9 @@ def default_config(source: str, budget: float, max_bytes: int | None, family: st
 def _fresh_dir(out: Path) -> None:
     """Reuse an earlier `llmcycle run` directory; refuse to clobber anything else."""
     if out.exists() and any(out.iterdir()):
-        if not config_path(out).is_file():
+        if not rundir.is_run(out):
             raise ValueError(f"{out} exists and is not an llmcycle run directory; choose another --out")
-        for name in ("data", "checkpoints"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        for name in ("metrics.jsonl", "samples.md", "report.md", "loss.png", "summary.json"):
-            (out / name).unlink(missing_ok=True)
+        rundir.clear_lifecycle_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -69,7 +66,7 @@ def sample_table(model, tok, prompts: list[str], settings: list[SamplingConfig],
 
 def family_samples(model, tok, family: str) -> list[dict]:
     """Completions for a decoder, fill-mask predictions for an encoder, span infilling for seq2seq."""
-    from llmcycle import families
+    from llmcycle.lifecycle import families
 
     if family == "encoder":
         print("[3/4] fill-mask: the top 5 tokens for each <mask>")
@@ -89,19 +86,18 @@ def run_lifecycle(args) -> dict:
     _fresh_dir(out)
     cfg = default_config(args.corpus, args.budget, args.max_bytes, getattr(args, "family", "decoder"))
     progress = not args.quiet
-    print(f"[1/4] prepare: corpus={cfg.data.source!r} -> {data_dir(out)}")
-    meta = prepare(cfg.data, data_dir(out), progress=progress)
+    print(f"[1/4] prepare: corpus={cfg.data.source!r} -> {rundir.data_dir(out)}")
+    meta = prepare(cfg.data, rundir.data_dir(out), progress=progress)
     cfg.model.vocab_size = meta["vocab_size"]
-    cfg.save(config_path(out))
     print(f"      {meta['splits']['train']['tokens']:,} train / {meta['splits']['val']['tokens']:,} val tokens, vocab {meta['vocab_size']}")
     print(f"[2/4] train: {cfg.train.max_time:.0f} s budget")
     state = train(out, cfg, progress=progress)
-    model, _ = load_model(out)
-    tok = load_tokenizer(out)
+    model, _ = rundir.load_model(out)
+    tok = rundir.load_tokenizer(out)
     samples = family_samples(model, tok, cfg.model.family)
     print("[4/4] report")
     summary = write_report(out, cfg, meta, state, samples, model)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(rundir.summary_path(out), json.dumps(summary, indent=2) + "\n")
     bpb = f", {summary['val_bpb']:.3f} bits/byte" if summary["val_bpb"] is not None else ""
-    print(f"done: {out / 'report.md'}  (val loss {summary['val_loss']:.3f}{bpb})")
+    print(f"done: {rundir.report_path(out)}  (val loss {summary['val_loss']:.3f}{bpb})")
     return summary

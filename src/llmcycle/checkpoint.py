@@ -1,0 +1,264 @@
+"""Checkpoints complete enough to resume exactly, for 1 process or N (DDP / FSDP), and loading
+weights into any model.
+
+    single process                          ddp / fsdp (torch.distributed.checkpoint, DCP)
+    step_N/model.safetensors  weights       step_N/model.safetensors  full weights (rank 0)
+    step_N/optimizer.pt       optimizer     step_N/dcp/               model + optimizer, sharded per rank
+    step_N/rng.json           RNG states    step_N/rng_R.json         RNG states of rank R
+    step_N/state.json         loop state    step_N/state.json         loop state
+
+Both are written with `llmcycle.atomic`'s protocol into `.step_N.tmp/` and renamed when whole; under
+ddp/fsdp every rank writes its part between two barriers and rank 0 renames. RNG states are JSON
+(never a pickle: a checkpoint may come from someone else). `load` reads either format into any world
+size: DCP reshards on load (saved by 2 ranks, loaded by 1 or 3), and a single-process checkpoint
+(`optimizer.pt` keyed by parameter index) becomes a full, name-keyed state that FSDP cuts into shards.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from safetensors import safe_open
+
+from llmcycle import rundir
+from llmcycle.atomic import abort_dir, atomic_write_text, begin_dir, commit_dir, temp_dir_for
+from llmcycle.runtime import is_main, world
+
+# ------------------------------------------------------------------ RNG state as JSON
+
+
+def rng_state() -> dict:
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    py_version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state().tolist(),
+            "numpy": [np_name, np_keys.tolist(), int(np_pos), int(np_has_gauss), float(np_gauss)],
+            "python": [py_version, list(py_state), py_gauss]}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = state["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
+
+
+def _load_rng(ckpt: Path) -> None:
+    """This rank's RNG if it saved one, else the single-process / rank-0 one (same world size:
+    exact; otherwise the best there is)."""
+    rank = world()[0]
+    for path in (rundir.rng_path(ckpt, rank), rundir.rng_path(ckpt), rundir.rng_path(ckpt, 0)):
+        if path.is_file():
+            return set_rng_state(json.loads(path.read_text(encoding="utf-8")))
+    if any(Path(ckpt).glob("rng*.pt")):
+        raise ValueError(f"{ckpt} stores its RNG state as a pickle (rng.pt, llmcycle 0.1), which is not loaded "
+                         "because unpickling runs code; continue from its weights with `--init-from` instead")
+    raise ValueError(f"{ckpt} has no RNG state ({rundir.rng_path(ckpt).name}); is it a complete checkpoint?")
+
+
+# ------------------------------------------------------------------ tied parameters and FSDP
+
+
+def tied_names(model: nn.Module) -> dict[str, list[str]]:
+    """{kept name: [other names of the same Parameter]}; kept = first in sorted order, as safetensors' save_model."""
+    by_id: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(p), []).append(name)
+    groups = [sorted(names) for names in by_id.values() if len(names) > 1]
+    return {g[0]: g[1:] for g in groups}
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+# ------------------------------------------------------------------ weights
+
+
+def load_weights(model: nn.Module, path: Path) -> None:
+    """Copy safetensors weights into `model` one tensor at a time from the memory-mapped file (no
+    second state dict in memory), naming missing, unexpected or misshapen tensors. A tensor tied to a
+    loaded one (a shared embedding and head) counts as loaded. An FSDP-sharded model takes the full
+    file and keeps its shards."""
+    if is_fsdp(model):
+        return _load_weights_fsdp(model, path)
+    params = model.state_dict(keep_vars=True)  # name -> Parameter / buffer; tied tensors under each name
+    loaded: set[int] = set()
+    try:
+        f = safe_open(str(path), framework="pt", device="cpu")
+    except Exception as e:  # a truncated or foreign file: safetensors' own error says which
+        raise ValueError(f"{path} cannot be read as safetensors ({e}); the file is damaged or incomplete") from e
+    with f:
+        names = set(f.keys())
+        for name in sorted(names & params.keys()):
+            t, dst = f.get_tensor(name), params[name]
+            if t.shape != dst.shape:
+                raise ValueError(f"weights in {path} do not fit the model in config.json: {name} is "
+                                 f"{tuple(t.shape)} in the file, {tuple(dst.shape)} in the model")
+            with torch.no_grad():
+                dst.copy_(t)
+            loaded.add(dst.data_ptr())
+    missing = [n for n, t in params.items() if n not in names and t.data_ptr() not in loaded]
+    unexpected = sorted(names - params.keys())
+    if missing or unexpected:
+        raise ValueError(f"weights in {path} do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def _load_weights_fsdp(model: nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    full = load_file(str(path))
+    for kept, dropped in tied_names(model).items():  # the file holds a tied tensor once: give it every name
+        group = [kept, *dropped]
+        present = next((n for n in group if n in full), None)
+        for name in group if present else []:
+            full.setdefault(name, full[present])
+    try:
+        set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True))
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"weights in {path} do not fit the model in config.json: {e}") from e
+
+
+def save_weights(model: nn.Module, path: Path, full: dict[str, torch.Tensor] | None = None) -> None:
+    """model.safetensors for the unwrapped model: each tied tensor once under its first sorted name,
+    the dropped names in the metadata (what `safetensors.torch.save_model` writes). `full`: the
+    tensors gathered from a sharded model."""
+    from safetensors.torch import save_file, save_model
+
+    if full is None:
+        return save_model(model, str(path))
+    full, metadata = dict(full), {}
+    for kept, dropped in tied_names(model).items():
+        for name in dropped:
+            full.pop(name, None)
+            metadata[name] = kept
+    save_file({k: v.contiguous() for k, v in full.items()}, str(path), metadata=metadata or None)
+
+
+# ------------------------------------------------------------------ save
+
+
+def save(run: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict, keep: int,
+         sharded: bool) -> Path:
+    """Write checkpoint `step` (collectively when `sharded`) and prune to the newest `keep`."""
+    final = rundir.step_dir(run, step)
+    if sharded:
+        _save_sharded(final, model, optimizer, state)
+    elif is_main():
+        tmp = begin_dir(final)
+        try:
+            save_weights(model, tmp / rundir.WEIGHTS)
+            torch.save(optimizer.state_dict(), rundir.optimizer_path(tmp))
+            _write_common(tmp, state, rundir.rng_path(tmp))
+        except BaseException:
+            abort_dir(tmp)
+            raise
+        commit_dir(tmp, final)
+    if is_main():
+        rundir.prune_checkpoints(run, keep)
+    _barrier()  # nobody moves on (or reads the checkpoint) before the rename
+    return final
+
+
+def _write_common(tmp: Path, state: dict, rng_file: Path) -> None:
+    atomic_write_text(rng_file, json.dumps(rng_state()))
+    if is_main():
+        atomic_write_text(rundir.state_path(tmp), json.dumps(state, indent=2) + "\n")
+
+
+def _save_sharded(final: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+
+    if is_main():
+        begin_dir(final)
+    _barrier()
+    tmp = temp_dir_for(final)  # the same path on every rank, made by rank 0
+    try:
+        model_sd, optim_sd = get_state_dict(model, optimizer)  # DTensor shards under FSDP
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=rundir.dcp_dir(tmp))
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if is_main():  # the full tensors reach rank 0 only
+            save_weights(model, tmp / rundir.WEIGHTS, full)
+        _write_common(tmp, state, rundir.rng_path(tmp, world()[0]))
+        _barrier()  # every rank's files are written
+        if is_main():
+            commit_dir(tmp, final)
+    except BaseException:
+        if is_main():
+            abort_dir(tmp)
+        raise
+
+
+# ------------------------------------------------------------------ load
+
+
+def load(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
+    """Restore any checkpoint into `model` (plain, DDP's inner module, or FSDP-sharded) and, when
+    resuming (`optimizer` given), the optimizer and RNG. Returns the loop state."""
+    ckpt = Path(ckpt)
+    state = rundir.read_state(ckpt)
+    if rundir.dcp_dir(ckpt).is_dir():
+        _load_sharded(ckpt, model, optimizer)
+        return state
+    load_weights(model, ckpt / rundir.WEIGHTS)
+    if optimizer is not None:
+        saved = torch.load(rundir.optimizer_path(ckpt), weights_only=True)
+        if is_fsdp(model):
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(model, optimizer, by_name(model, optimizer, saved),
+                                     options=StateDictOptions(full_state_dict=True))
+        else:
+            optimizer.load_state_dict(saved)
+        _load_rng(ckpt)
+    return state
+
+
+def _load_sharded(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    """DCP reshards: each rank reads the pieces of the saved shards that overlap what it holds now."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_state_dict, set_model_state_dict,
+                                                         set_state_dict)
+
+    no_dist = not dist.is_initialized()
+    if optimizer is None:
+        model_sd = get_model_state_dict(model)
+        dcp.load({"model": model_sd}, checkpoint_id=rundir.dcp_dir(ckpt), no_dist=no_dist)
+        set_model_state_dict(model, model_sd)
+        return
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    dcp.load({"model": model_sd, "optim": optim_sd}, checkpoint_id=rundir.dcp_dir(ckpt), no_dist=no_dist)
+    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
+    _load_rng(ckpt)
+
+
+def by_name(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict) -> dict:
+    """Re-key `torch.optim` state (parameters numbered in param_group order) by parameter name.
+    `build_optimizer` orders parameters the same way before and after sharding, so index i of the
+    saved state is index i of `optimizer` now."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    names = [name_of[id(p)] for g in optimizer.param_groups for p in g["params"]]
+    n_saved = sum(len(g["params"]) for g in saved["param_groups"])
+    if n_saved != len(names):
+        raise ValueError(f"optimizer state has {n_saved} parameters but the model {len(names)}; "
+                         "the checkpoint belongs to another model")
+    groups, i = [], 0
+    for g in saved["param_groups"]:
+        groups.append({**g, "params": names[i:i + len(g["params"])]})
+        i += len(g["params"])
+    return {"state": {names[k]: v for k, v in saved["state"].items()}, "param_groups": groups}
