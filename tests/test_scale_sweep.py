@@ -76,21 +76,49 @@ def test_sweep_runs_resumes_and_skips(swept):
     assert latest_checkpoint(run) == ckpt
 
 
-def test_fit_accepts_a_finished_sweep_and_refuses_missing_points(swept, tmp_path):
+@pytest.fixture(scope="module")
+def fitted(swept, tmp_path_factory) -> tuple[dict, Path]:
+    fit_dir = tmp_path_factory.mktemp("fit")
+    return fit_sweep(swept[0], fit_dir, bootstrap=10, refine=2), fit_dir
+
+
+def test_fit_accepts_a_finished_sweep_and_refuses_missing_points(swept, fitted, tmp_path):
     out, points, _ = swept
-    res = fit_sweep(out, tmp_path / "fit", bootstrap=10, refine=2)
+    res, fit_dir = fitted
     assert res["n_points"] == 6 and res["params"] == "total"
     assert {"a", "b", "minima"} <= set(res["approach2"])
     for f in ("fit.json", "fit.md", "isoflop.png", "frontier.png", "residuals.png"):
-        assert (tmp_path / "fit" / f).stat().st_size > 0
-    assert json.loads((tmp_path / "fit" / "fit.json").read_text())["approach3"]["alpha"] == res["approach3"]["alpha"]
+        assert (fit_dir / f).stat().st_size > 0
+    assert json.loads((fit_dir / "fit.json").read_text())["approach3"]["alpha"] == res["approach3"]["alpha"]
     # a point whose run was lost: its budget now has 2 sizes, and the fit says 3 are needed
-    doc = sw.load_sweep(out)
+    saved = (out / sw.SWEEP_FILE).read_text()
+    doc = json.loads(saved)
     doc["points"].append({**doc["points"][0], "name": "C1.2e10_k99", "budget": 1.2e10})
     doc["points"] = [p for p in doc["points"] if p["name"] != points[-1].name]
     (out / sw.SWEEP_FILE).write_text(json.dumps(doc))
-    with pytest.raises(ValueError, match="at least 3 model sizes per budget"):
-        fit_sweep(out, tmp_path / "fit2", bootstrap=10, refine=2)
+    try:
+        with pytest.raises(ValueError, match="at least 3 model sizes per budget"):
+            fit_sweep(out, tmp_path / "fit2", bootstrap=10, refine=2)
+    finally:
+        (out / sw.SWEEP_FILE).write_text(saved)
+
+
+def test_run_sizing_uses_a_matching_lab_fit_else_chinchilla(swept, fitted):
+    from llmcycle.scale.sizing import load_lab_fit, size_for_budget
+
+    _, _, meta = swept
+    fit_dir = fitted[1]
+    lab, why = load_lab_fit(fit_dir, DATA, SETTINGS.seq_len)
+    assert lab is not None and "lab fit" in why
+    s = size_for_budget(60, meta["vocab_size"], SETTINGS.seq_len, 1e9, lab)
+    assert s["rule"].startswith("lab fit") and s["prediction_is_target"]
+    assert s["compute"] == pytest.approx(1e9 * 60 * 0.9)
+    other, why = load_lab_fit(fit_dir, DataConfig(tokenizer="bpe", max_bytes=150_000), SETTINGS.seq_len)
+    assert other is None and "tokenizer" in why
+    small = size_for_budget(10, 4096, 256, 1e10, None)
+    big = size_for_budget(1000, 4096, 256, 1e10, None)
+    assert small["rule"].startswith("Chinchilla") and small["params"] < big["params"]
+    assert big["model"].d_model == 16 * big["rung"]
 
 
 def test_another_corpus_or_tokenizer_is_refused(swept):

@@ -185,6 +185,8 @@ def fit_sweep(sweep: Path, out: Path, params: str = "total", bootstrap: int = 20
     if not rows:
         raise ValueError(f"no finished points in {sweep}: run `llmcycle scale sweep --out {sweep}` (with --resume) first")
     res = fit_rows(rows, params, bootstrap, seed, refine)
+    doc = load_sweep(Path(sweep))
+    res["corpus"], res["seq_len"] = doc["corpus"]["data"], doc["settings"]["seq_len"]  # what `llmcycle run` checks
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     plots(res, out)
