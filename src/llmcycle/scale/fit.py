@@ -86,7 +86,9 @@ def approach2(budgets, n, d, loss) -> dict:
     cs = np.array(list(minima))
     a, k_n = power_law(cs, np.array([m["n_opt"] for m in minima.values()]))
     b, k_d = power_law(cs, np.array([m["d_opt"] for m in minima.values()]))
-    return {"a": a, "k_n": k_n, "b": b, "k_d": k_d,
+    inside = [c for c, m in minima.items() if m["interior"]]  # vertices within the sizes tried, not extrapolated
+    a_in = power_law(np.array(inside), np.array([minima[c]["n_opt"] for c in inside]))[0] if len(inside) >= 2 else None
+    return {"a": a, "k_n": k_n, "b": b, "k_d": k_d, "a_interior_only": a_in, "interior_budgets": inside,
             "minima": [{"budget": c, **{k: v for k, v in m.items() if k != "log_n"},
                         "tokens_per_param": m["d_opt"] / m["n_opt"]} for c, m in minima.items()]}
 

@@ -99,6 +99,9 @@ def markdown(res: dict, notes: list[str]) -> str:
         "| exponent | Approach 2 (IsoFLOP) | Approach 3 (L(N, D)) |", "|---|---|---|",
         f"| a (N_opt ~ C^a) | {a2['a']:.3f} {_ci(a2['interval']['a'])} | {a3['a']:.3f} {_ci(a3['interval']['a'] if a3['interval'] else None)} |",
         f"| b (D_opt ~ C^b) | {a2['b']:.3f} {_ci(a2['interval']['b'])} | {a3['b']:.3f} {_ci(a3['interval']['b'] if a3['interval'] else None)} |",
+        "", f"Budgets whose IsoFLOP vertex lies inside the sizes tried: {len(a2['interior_budgets'])} of {len(a2['minima'])}"
+        + (f"; a from those alone: {a2['a_interior_only']:.3f}" if a2["a_interior_only"] is not None else "")
+        + f". Approach 2 with the other parameter count: a = {next(v for k, v in a2.items() if k.startswith('a_with_')):.3f}.",
         "", "Approach 3: " + ", ".join(f"{k} = {a3[k]:.4g}" + (f" {_ci(a3['interval'][k])}" if k in a3['interval'] else "")
                                        for k in ("E", "A", "B", "alpha", "beta"))
         + f"; RMS log residual {a3['rms_log_residual']:.4f}.", "",
