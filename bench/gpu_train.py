@@ -7,9 +7,9 @@ steps, and reports the median over the steps after `--warmup`:
     tokens/s = batch x seq_len / step time
     MFU      = flops_per_token x tokens/s / peak      (flops_per_token = 6 N + 12 L H D T, models/accounting.py)
 
-The peak is the datasheet's dense bf16 tensor-core figure, looked up by GPU name (below); pass
-`--peak-tflops` for a GPU the table lacks. Random tokens keep the data loader out of the
-measurement: this is the model, the optimizer and the kernels. Without CUDA the script says so
+The peak is the datasheet's dense bf16 tensor-core figure from the planner's GPU catalogue
+(`llmcycle.plan.hardware`), looked up by GPU name; pass `--peak-tflops` for a GPU it lacks.
+Random tokens keep the data loader out of the measurement: this is the model, the optimizer and the kernels. Without CUDA the script says so
 and exits 0 (`--device cpu` runs a tiny configuration, only to check the script itself).
 
     .venv/bin/python bench/gpu_train.py [--preset gpt2|gpt2-medium] [--batch 16] [--compile]
@@ -27,19 +27,10 @@ import torch
 from llmcycle.config import ModelConfig, TrainConfig
 from llmcycle.models import build_model
 from llmcycle.models.accounting import flops_per_token
+from llmcycle.plan.hardware import gpu_for_device
 from llmcycle.runtime import autocast
 from llmcycle.train.optim import build_optimizer
 
-# Dense (no sparsity) bf16 tensor-core peaks from NVIDIA's datasheets, TFLOP/s. First match wins.
-PEAK_BF16_TFLOPS = (
-    ("H200", 989.0),
-    ("H100 NVL", 835.0),
-    ("H100 PCIe", 756.0),
-    ("H100", 989.0),  # SXM5 (the name reads "NVIDIA H100 80GB HBM3")
-    ("A100", 312.0),
-    ("L40S", 362.0),
-    ("L4", 121.0),
-)
 PRESETS = {
     "gpt2": dict(n_layer=12, d_model=768, n_head=12),
     "gpt2-medium": dict(n_layer=24, d_model=1024, n_head=16),
@@ -50,7 +41,8 @@ PRESETS = {
 def peak_flops(name: str, override: float | None) -> float | None:
     if override:
         return override * 1e12
-    return next((tflops * 1e12 for key, tflops in PEAK_BF16_TFLOPS if key.lower() in name.lower()), None)
+    gpu = gpu_for_device(name)
+    return gpu.peak_flops("bf16") if gpu and gpu.bf16_tflops else None
 
 
 def build(args, device: torch.device):

@@ -37,7 +37,8 @@ from pathlib import Path
 import torch
 
 from llmcycle.config import DataConfig, ModelConfig, RunConfig, TrainConfig
-from llmcycle.train.parallel import launch, model_state_bytes, train_worker, wrap_model
+from llmcycle.train.launch import launch, train_worker
+from llmcycle.train.parallel import model_state_bytes, wrap_model
 
 MODEL = dict(n_layer=4, d_model=128, n_head=4, max_seq_len=128)
 SEQ, BATCH, MICRO = 128, 16, 8

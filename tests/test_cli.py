@@ -74,7 +74,7 @@ def test_run_writes_complete_report(lifecycle_run):
         assert f"### {setting}" in report
     assert summary["tokens_per_param"] == pytest.approx(summary["tokens"] / summary["params"])
     assert summary["flops"] == summary["flops_per_token"] * summary["tokens"]
-    evals = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
+    evals = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -109,6 +109,6 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_test_one():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", readme, re.S)
     first = blocks[0]
-    commands = [l.split("  #")[0].strip() for l in first.splitlines() if l and not l.startswith("#")]
+    commands = [line.split("  #")[0].strip() for line in first.splitlines() if line and not line.startswith("#")]
     assert len(commands) == 2 and "llmcycle run" in commands[0] and "pytest" in commands[1]
     assert commands[1] in (ROOT / ".ci" / "run").read_text()

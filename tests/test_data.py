@@ -20,7 +20,8 @@ from llmcycle.data.corpus import (
     text_hash,
 )
 from llmcycle.data.loader import TokenWindows, eval_ids, global_batch_ids, rank_share
-from llmcycle.data.prepare import ShardWriter, load_meta, prepare
+from llmcycle.data.prepare import prepare
+from llmcycle.data.shards import ShardWriter, load_meta
 from llmcycle.data.tokenizer import Tokenizer
 
 
@@ -196,9 +197,7 @@ def test_interrupted_prepare_leaves_no_meta_and_no_partial_shard(tmp_path, monke
     cfg = DataConfig(source=str(tmp_path / "c.jsonl"), tokenizer="byte", shard_tokens=500)
     with pytest.raises(ValueError, match="line 41"):
         prepare(cfg, tmp_path / "out", progress=False)
-    left = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert "meta.json" not in left and not [n for n in left if n.endswith(".tmp")]
-    assert left and all((tmp_path / "out" / n).stat().st_size == 1000 for n in left)  # only whole shards
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.jsonl"]  # no out/, no temporary folder beside it
 
 
 def test_shard_writer_rolls_over_and_keeps_uint32(tmp_path):

@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 
 from llmcycle.config import RunConfig
 from llmcycle.rundir import config_path, latest_checkpoint, list_checkpoints, load_model
-from llmcycle.train.parallel import free_port
+from llmcycle.train.launch import free_port
 
 STEPS, WORLD = 6, 2
 PARITY = dict(max_steps=STEPS, batch_size=8, micro_batch_size=2, ckpt_every=3, eval_every=3, eval_batches=1,
@@ -192,17 +192,17 @@ def _dying_worker(run: str, cfg: dict) -> None:
     torch.set_num_threads(1)
     real = loop._train_step
 
-    def step(wrapped, optimizer, windows, objective, step, *args):
+    def step(wrapped, optimizer, data, step, *args):
         if step == 5 and dist.get_rank() == 1:
             os._exit(7)
-        return real(wrapped, optimizer, windows, objective, step, *args)
+        return real(wrapped, optimizer, data, step, *args)
 
     loop._train_step = step
     loop.train(Path(run), RunConfig.from_dict(cfg), progress=False)
 
 
 def test_dead_worker_stops_the_run_naming_its_rank(prepared_run, tmp_path):
-    from llmcycle.train.parallel import WorkerFailed, launch
+    from llmcycle.train.launch import WorkerFailed, launch
 
     cfg = _setup(prepared_run, tmp_path, strategy="ddp", max_steps=10, ckpt_every=2, eval_every=100, dist_timeout=30)
     t0 = time.perf_counter()

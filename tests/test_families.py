@@ -226,10 +226,10 @@ def trained(prepared_run, tmp_path_factory):
 @pytest.mark.parametrize("family", ["decoder", "encoder", "seq2seq"])
 def test_every_family_learns(trained, family):
     run, state = trained[family]
-    evals = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
     assert [e["step"] for e in evals] == [0, 40]
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0  # from ~ln(292) = 5.7 down by well over a nat
-    assert state["tokens"] == 40 * 8 * 32
+    assert state.tokens == 40 * 8 * 32
 
 
 def test_fill_mask_and_seq2seq_generate_from_the_cli(trained, capsys):
@@ -249,7 +249,7 @@ def test_fill_mask_and_seq2seq_generate_from_the_cli(trained, capsys):
 
 @pytest.mark.parametrize("family", ["encoder", "seq2seq"])
 def test_run_family_writes_the_report_with_family_samples(family, tmp_path, monkeypatch, capsys):
-    from llmcycle import lifecycle
+    from llmcycle.lifecycle import pipeline as lifecycle
 
     def tiny(source, budget, max_bytes, family):  # the default run, shrunk to seconds
         return RunConfig(model=tiny_model(family=family, max_seq_len=128),

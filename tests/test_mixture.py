@@ -12,8 +12,7 @@ import torch
 
 from llmcycle.cli import main
 from llmcycle.config import DataConfig, RunConfig
-from llmcycle.data.loader import TokenWindows, global_batch_ids
-from llmcycle.data.mixture import MixtureWindows, open_windows, source_windows
+from llmcycle.data.loader import MixtureWindows, TokenWindows, global_batch_ids, open_windows, source_windows
 from llmcycle.data.tokenizer import byte_tokenizer
 
 
@@ -47,7 +46,8 @@ def test_mixture_sampling_follows_the_weights_and_is_deterministic():
 
 
 def test_bad_mix_entries_are_clear_errors():
-    for bad in (["finance.jsonl"], ["finance.jsonl:-1"], ["x:abc"]):
+    for bad in (["finance.jsonl"], ["finance.jsonl:-1"], ["x:abc"], ["a.txt:nan"], ["a.txt:inf", "b.txt:1"],
+                ["a.txt:-inf"], ["a.txt:0"], ["a.txt:1e999"]):
         with pytest.raises(ValueError, match="SOURCE:WEIGHT"):
             DataConfig(mix=bad)
     with pytest.raises(ValueError, match="tokenizer='bpee' is not valid"):

@@ -121,3 +121,34 @@ def test_answers_fast_without_torch():
     elapsed, torch_loaded = out.stderr.split()[-2:]
     assert torch_loaded == "False" and float(elapsed) < 0.5
     assert time.perf_counter() - t0 < 5  # interpreter start included, on a shared CPU
+
+
+def test_old_flag_names_are_aliases(capsys):
+    dims = ["--layers", "4", "--d-model", "256", "--heads", "4", "--vocab", "1000", "--json"]
+    new = json.loads(run_cli(*dims, "--d-ff", "700", "--max-seq-len", "512", "--seq-len", "128", "--infer-seq-len", "64",
+                             capsys=capsys))
+    old = json.loads(run_cli(*dims, "--ffn", "700", "--context", "512", "--seq", "128", "--infer-seq", "64", capsys=capsys))
+    assert new == old
+    assert new["model"]["shape"]["d_ff"] == 700 and new["model"]["shape"]["max_seq_len"] == 512
+    assert new["training"]["settings"]["seq"] == 128 and new["inference"]["seq"] == 64
+
+
+def test_hf_config_planning_imports_no_torch(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(HF["llama2-7b.json"][0]))
+    code = ("import sys; from llmcycle.plan.cli import main; "
+            f"main(['--hf-config', {str(tmp_path)!r}, '--json']); print('torch' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.split()[-1] == "False"
+
+
+@pytest.mark.parametrize("fname", ["llama2-7b.json", "mistral-7b.json", "gpt2.json"])
+def test_the_planner_and_the_importer_read_a_config_alike(fname):
+    """hub/hf_config.py reads one config.json two ways: the importer's exact ModelConfig and the
+    planner's ModelShape must describe the same model."""
+    from llmcycle.hub.hf_config import model_config_from_hf
+    from llmcycle.plan.shape import from_config, from_hf_dict
+
+    d = HF[fname][0]
+    via_config, direct = from_config(model_config_from_hf(d)), from_hf_dict(d)
+    assert param_groups(via_config) == param_groups(direct)
+    assert (via_config.ffn, via_config.max_seq_len) == (direct.ffn, direct.max_seq_len)

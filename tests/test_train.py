@@ -28,10 +28,10 @@ def _copy_run(src, dst, **train_kw):
 def test_loss_falls(prepared_run, tmp_path):
     cfg = _copy_run(prepared_run, tmp_path, max_steps=40, eval_every=40)
     state = train(tmp_path, cfg, progress=False)
-    evals = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines() if "val_loss" in l]
+    evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines() if "val_loss" in line]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 40
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.5  # from ~ln(vocab) = 5.7 down a lot
-    assert state["tokens"] == 40 * 8 * 32
+    assert state.tokens == 40 * 8 * 32
 
 
 def _weights(run):
@@ -50,10 +50,10 @@ def test_interrupted_and_resumed_run_matches_uninterrupted_bit_for_bit(prepared_
     cfg.save(config_path(b))
     real_step = loop._train_step
 
-    def killed_at_7(wrapped, optimizer, windows, objective, step, *args):
+    def killed_at_7(wrapped, optimizer, data, step, *args):
         if step == 7:
             raise KeyboardInterrupt  # the process dies mid-run, after the step-4 checkpoint
-        return real_step(wrapped, optimizer, windows, objective, step, *args)
+        return real_step(wrapped, optimizer, data, step, *args)
 
     monkeypatch.setattr(loop, "_train_step", killed_at_7)
     with pytest.raises(KeyboardInterrupt):
@@ -129,13 +129,16 @@ def test_schedule_warms_up_then_decays_to_min():
 def test_time_budget_becomes_fixed_step_count(prepared_run, tmp_path):
     cfg = _copy_run(prepared_run, tmp_path, max_steps=None, max_time=3.0, eval_every=1000)
     state = train(tmp_path, cfg, progress=False)
-    assert state["total_steps"] == state["step"] > 6  # fixed after timing, then honoured exactly
+    assert state.total_steps == state.step > 6  # fixed after timing, then honoured exactly
+    assert state.stopped_by == "max_time"
     # the conversion itself: 10 s left at 0.1 s/step plus an 0.5 s evaluation every 1000 steps
-    from llmcycle.train.loop import _steps_for_time
+    from llmcycle.train.state import TIMING_STEPS, Budget, LoopState
 
-    state = {"step": 6, "elapsed": 1.0, "tokens_per_step": 256}
-    budget = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_time=11.0))
-    assert _steps_for_time(budget, state, 0.1, 0.5) == 6 + int(10.0 / (0.1 + 0.5 / 1000))
+    state = LoopState(step=6, elapsed=1.0, tokens_per_step=256)
+    budget = Budget(dataclasses.replace(cfg.train, max_time=11.0), state, resumed=False)
+    budget.eval_time = 0.5
+    assert not any(budget.after_step(0.1) for _ in range(TIMING_STEPS))  # still timing
+    assert budget.after_step(0.1) and state.total_steps == 6 + int(10.0 / (0.1 + 0.5 / 1000))
 
 
 def test_weight_decay_groups():
@@ -154,4 +157,4 @@ def test_weight_decay_groups():
 def test_step_budget_binds_from_the_first_step_even_with_a_time_budget(prepared_run, tmp_path):
     cfg = _copy_run(prepared_run, tmp_path, max_steps=2, max_time=600.0)
     state = train(tmp_path, cfg, progress=False)
-    assert state["step"] == 2 == state["total_steps"]
+    assert state.step == 2 == state.total_steps and state.stopped_by == "max_steps"

@@ -29,6 +29,14 @@ def _choice(name: str, value: Any, valid: tuple) -> None:
         raise ValueError(f"{name}={value!r} is not valid; choose one of {', '.join(map(repr, valid))}")
 
 
+def _finite(cfg) -> None:
+    """Every number in a config must be a finite number (nan and inf come in through flags like --lr inf)."""
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{f.name} must be a finite number, got {v}")
+
+
 def _positive(name: str, value: float, allow_zero: bool = False) -> None:
     if value is None or (value < 0 if allow_zero else value <= 0):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
@@ -69,6 +77,7 @@ class ModelConfig:
     init_std: float = 0.02  # std of the normal weight init (residual projections scaled by 1/sqrt(2L))
 
     def __post_init__(self) -> None:
+        _finite(self)
         _choice("family", self.family, FAMILIES)
         _choice("pos_emb", self.pos_emb, ("rope", "learned"))
         _choice("norm", self.norm, ("rmsnorm", "layernorm"))
@@ -145,6 +154,7 @@ class DataConfig:
     mix: list[str] = field(default_factory=list)  # data mixture, replaces source: [NAME=]SOURCE:WEIGHT ... (e.g. fin.jsonl:0.5 default:0.5)
 
     def __post_init__(self) -> None:
+        _finite(self)
         if self.tokenizer not in ("bpe", "byte") and not (
                 "/" in self.tokenizer or self.tokenizer.endswith(".json") or Path(self.tokenizer).exists()):
             raise ValueError(f"tokenizer={self.tokenizer!r} is not valid; choose 'bpe', 'byte', or the path of a "
@@ -168,8 +178,9 @@ def mixture_parts(mix: list[str]) -> list[tuple[str, str, float]]:
             w = float(weight)
         except ValueError:
             w = -1.0
-        if not source or w <= 0:
-            raise ValueError(f"--mix entry {entry!r} must be [NAME=]SOURCE:WEIGHT with a weight > 0, e.g. finance.jsonl:0.5")
+        if not source or not math.isfinite(w) or w <= 0:
+            raise ValueError(f"--mix entry {entry!r} must be [NAME=]SOURCE:WEIGHT with a finite weight > 0, "
+                             "e.g. finance.jsonl:0.5")
         name = name or ("default" if source == "default" else Path(source).stem or "source")
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         while name in [p[0] for p in parts]:
@@ -212,6 +223,10 @@ class TrainConfig:
     init_from: str | None = None  # run dir or checkpoint to take weights from (fresh optimizer)
 
     def __post_init__(self) -> None:
+        _finite(self)
+        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
+            raise ValueError(f"beta1 and beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
+        _positive("weight_decay", self.weight_decay, allow_zero=True)
         for name in ("seq_len", "batch_size", "lr", "eval_every", "eval_batches", "ckpt_every", "log_every"):
             _positive(name, getattr(self, name))
         _positive("warmup_steps", self.warmup_steps, allow_zero=True)

@@ -20,9 +20,13 @@ This module is torch-free so the planner and `--help` can read runs without impo
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -295,3 +299,47 @@ def write_prompt_files(run: Path, tokenizer_config: dict, generation_config: dic
 
 def import_record_path(run: Path) -> Path:
     return Path(run) / IMPORT_RECORD
+
+
+# ------------------------------------------------------------------ one writer at a time
+
+LOCK = ".lock"
+
+
+@contextlib.contextmanager
+def writer_lock(run: Path, verb: str):
+    """Hold RUN/.lock for as long as `verb` writes into the run, so a second writer refuses at once.
+
+    An `fcntl` lock belongs to the process: the kernel releases it when the holder dies, however it
+    dies, so a lock file left by a killed process is simply taken over (and said so). A clean release
+    deletes the file; an acquirer that locked a file deleted meanwhile tries again."""
+    run = Path(run)
+    run.mkdir(parents=True, exist_ok=True)
+    path = run / LOCK
+    while True:
+        f = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise ValueError(f"{run} is being written by {holder}; wait for it to finish or stop it "
+                             "(one writer per run directory)") from None
+        if path.exists() and os.stat(path).st_ino == os.fstat(f.fileno()).st_ino:
+            break
+        f.close()  # the holder released (and deleted) it between our open and our lock
+    f.seek(0)
+    previous = f.read().strip()
+    if previous:
+        print(f"note: took over the lock of {previous}, which is no longer running")
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} (llmcycle {verb}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+    f.flush()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # before unlocking: nobody can lock this file and then see it vanish
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()

@@ -7,9 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import tempfile
 import time
-from pathlib import Path
+
 
 import numpy as np
 import torch
@@ -98,8 +97,10 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32) 
     key = f"{device}-{dtype}"
     if key not in _PEAK:
         n = 1024
-        a = torch.randn(n, n, device=device, dtype=dtype)
-        b = torch.randn(n, n, device=device, dtype=dtype)
+        # values are irrelevant; drawing them from the global RNG would make a run's dropout and data
+        # depend on whether the peak had been measured earlier in the same process
+        a = torch.ones(n, n, device=device, dtype=dtype)
+        b = torch.ones(n, n, device=device, dtype=dtype)
         a @ b  # warm-up
         reps, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < 0.2:

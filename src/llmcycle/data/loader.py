@@ -1,6 +1,6 @@
-"""Deterministic, resumable batches of token windows for 1..N ranks.
+"""Deterministic, resumable batches of token windows for 1..N ranks, from one corpus or a mixture.
 
-A split's shards (see `prepare`) are memory-mapped and cut into non-overlapping windows of
+A split's shards (see `shards`) are memory-mapped and cut into non-overlapping windows of
 ``seq_len + 1`` tokens (inputs and their next-token targets); windows never cross a shard
 boundary, so each shard's tail of fewer than ``seq_len + 1`` tokens goes unused.
 
@@ -9,19 +9,29 @@ windows are walked through an endless sequence of epochs, each a permutation see
 ``(seed, epoch)``, and step ``s`` takes positions ``[s*B, (s+1)*B)``. Nothing needs saving to
 resume exactly, and the global batch is the same whatever the world size; each rank then takes
 its contiguous `rank_share`.
+
+A --mix mixture (see `mixture`) is read through `MixtureWindows`, which lays out a virtual index of
+V windows in which source i owns round(w_i * V) slots; slot j of source i is its window j mod n_i
+(a small source repeats, i.e. is upsampled) or, when the source has more windows than slots, every
+(n_i / slots)-th window (downsampled). `global_batch_ids` then permutes the virtual index per
+epoch, so every epoch holds each source at exactly its weight and each batch holds it at that
+weight in expectation. `open_windows` picks the right reader; `source_windows` gives each source's
+own windows for per-source validation.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from llmcycle.data.prepare import load_meta
+from llmcycle.data.shards import load_meta, open_shard
 
 EVAL_STREAM = 0x6576616C  # "eval": keeps the evaluation sample's seed apart from the epochs'
+MAX_VIRTUAL_FACTOR = 16  # a mixture's virtual index is at most this many times the windows that exist
 
 
 class TokenWindows:
@@ -36,7 +46,7 @@ class TokenWindows:
         self.seq_len, self.window = seq_len, seq_len + 1
         dtype = np.dtype(meta["dtype"]).newbyteorder("<")
         shards = meta["splits"][split]["shards"]
-        self.shards = [_open_shard(Path(data_dir) / s["file"], s["tokens"], dtype) for s in shards]
+        self.shards = [open_shard(data_dir, s["file"], s["tokens"], dtype) for s in shards]
         counts = np.array([len(s) // self.window for s in self.shards], dtype=np.int64)
         self._starts = np.concatenate([[0], np.cumsum(counts)])  # first window id of each shard
         if self._starts[-1] == 0:
@@ -63,10 +73,60 @@ class TokenWindows:
         return torch.from_numpy(out)
 
 
-def _open_shard(path: Path, tokens: int, dtype: np.dtype) -> np.ndarray:
-    if not path.is_file() or path.stat().st_size != tokens * dtype.itemsize:
-        raise ValueError(f"{path} is missing or not {tokens} tokens long as meta.json says; re-run `llmcycle prepare`")
-    return np.memmap(path, dtype=dtype, mode="r", shape=(tokens,))
+class MixtureWindows:
+    """The windows of one split of a mixture, weighted: same interface as `TokenWindows`."""
+
+    def __init__(self, parts: list[tuple[str, TokenWindows, float]]) -> None:
+        self.names = [n for n, _, _ in parts]
+        self.parts = [w for _, w, _ in parts]
+        sizes = np.array([len(w) for w in self.parts], dtype=np.int64)
+        weights = np.array([p for _, _, p in parts], dtype=np.float64)
+        virtual = min(max(math.ceil(n / p) for n, p in zip(sizes, weights)), MAX_VIRTUAL_FACTOR * int(sizes.sum()))
+        self.slots = np.maximum(1, np.round(weights * virtual)).astype(np.int64)
+        self.sizes = sizes
+        self._starts = np.concatenate([[0], np.cumsum(self.slots)])
+        self.seq_len = self.parts[0].seq_len
+
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Virtual window ids -> (source index, window id within that source)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= len(self)):
+            raise IndexError(f"window ids must be in [0, {len(self)}), got {ids.min()}..{ids.max()}")
+        src = np.searchsorted(self._starts, ids, side="right") - 1
+        slot = ids - self._starts[src]
+        n, k = self.sizes[src], self.slots[src]
+        local = np.where(k >= n, slot % n, slot * n // np.maximum(k, 1))
+        return src, local
+
+    def get(self, ids: np.ndarray) -> torch.Tensor:
+        """Windows `ids` of the virtual index as a LongTensor of shape (len(ids), seq_len + 1)."""
+        src, local = self.locate(ids)
+        out = torch.empty(len(src), self.seq_len + 1, dtype=torch.long)
+        for i, w in enumerate(self.parts):
+            rows = np.nonzero(src == i)[0]
+            if rows.size:
+                out[torch.from_numpy(rows)] = w.get(local[rows])
+        return out
+
+
+def _mixture(data_dir: Path) -> list[dict]:
+    return load_meta(data_dir).get("mixture") or []
+
+
+def open_windows(data_dir: Path, split: str, seq_len: int) -> TokenWindows | MixtureWindows:
+    """`TokenWindows` of a prepared folder, or the weighted `MixtureWindows` of a mixture."""
+    mix = _mixture(data_dir)
+    if not mix:
+        return TokenWindows(data_dir, split, seq_len)
+    return MixtureWindows([(m["name"], TokenWindows(Path(data_dir) / m["dir"], split, seq_len), m["weight"]) for m in mix])
+
+
+def source_windows(data_dir: Path, split: str, seq_len: int) -> dict[str, TokenWindows]:
+    """Each mixture source's own windows, by name ({} for a single corpus): per-source validation."""
+    return {m["name"]: TokenWindows(Path(data_dir) / m["dir"], split, seq_len) for m in _mixture(data_dir)}
 
 
 @lru_cache(maxsize=4)

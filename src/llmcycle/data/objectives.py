@@ -18,6 +18,8 @@ from typing import Callable
 
 import torch
 
+from llmcycle.data.tokenizer import MASK, SENTINELS, SPECIAL_TOKENS
+
 Objective = Callable[[torch.Tensor, torch.Generator], dict]
 
 
@@ -79,8 +81,6 @@ class TokenRoles:
     @classmethod
     def from_meta(cls, meta: dict, vocab_size: int | None = None) -> "TokenRoles":
         """From meta.json's tokenizer entry; ids it omits follow llmcycle's fixed special-token layout."""
-        from llmcycle.data.tokenizer import MASK, SENTINELS, SPECIAL_TOKENS
-
         ours = meta.get("kind", "byte") in ("bpe", "byte")
         layout = {t: i for i, t in enumerate(SPECIAL_TOKENS)} if ours else {}
         sentinels = meta.get("sentinel_ids", [layout[t] for t in SENTINELS if t in layout])

@@ -9,20 +9,23 @@ Two streaming passes over the documents, so memory stays bounded whatever the co
    ``uint16`` (vocab <= 65535) or ``uint32``, each holding `cfg.shard_tokens` tokens except the last.
    Documents run on across shard boundaries; the stream is their plain concatenation.
 
-Every shard is written to a temporary file, fsynced and renamed, so a killed prepare never leaves a
-shard that looks complete; ``meta.json`` is written last and is what marks the folder complete
-(`load_meta`). The split is by document (`split_of`); if no document landed in validation, the
-last train document is moved there (prepare holds one train document back until the end to do so;
-in that case the BPE sample may have included it).
+The whole output folder is written beside its final place and swapped in only when complete
+(`llmcycle.atomic.atomic_dir`): a failed prepare leaves the earlier prepared data as it was, or
+nothing at all. ``meta.json`` is written last in it (`shards`). The split is by document
+(`split_of`); if no document landed in validation, the last train document is moved there
+(prepare holds one train document back until the end to do so; in that case the BPE sample may
+have included it). A --mix mixture prepares each source into a folder of its own (`mixture`).
+
+`prepare_run` is the stage as the CLI and `llmcycle run` use it: prepare RUN/data, refuse to
+orphan a trained run's checkpoints unless told to overwrite, and save the run's config with the
+model's vocabulary fitted to the tokenizer.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
-import tempfile
+import contextlib
+import dataclasses
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -30,73 +33,17 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from llmcycle.config import DataConfig
+from llmcycle import rundir
+from llmcycle.atomic import atomic_dir
+from llmcycle.config import DataConfig, RunConfig, mixture_parts
 from llmcycle.data.corpus import CorpusStats, Document, iter_documents, split_of
+from llmcycle.data.mixture import interleaved_documents, mixture_meta, part_config
+from llmcycle.data.shards import FORMAT_VERSION, ShardWriter, write_meta
 from llmcycle.data.tokenizer import Tokenizer, byte_tokenizer, train_bpe
-from llmcycle.atomic import atomic_write_text, fsync_dir
 
 BPE_SAMPLE_BYTES = 64 * 2**20  # text fed to the BPE trainer at most
 BATCH_BYTES = 2**20  # text per encode_batch call (bounds the Python lists of ids)
-META_FILE = "meta.json"
-FORMAT_VERSION = 1
-_SHARD_RE = re.compile(r"^\.?(train|val)_\d+\.bin(\..*\.tmp)?$")
-
-
-class ShardWriter:
-    """Appends token arrays to `<split>_NNN.bin` files of at most `shard_tokens` tokens each."""
-
-    def __init__(self, out_dir: Path, split: str, dtype: np.dtype, shard_tokens: int) -> None:
-        self.out_dir, self.split, self.shard_tokens = out_dir, split, shard_tokens
-        self.dtype = np.dtype(dtype).newbyteorder("<")  # files are little-endian on every machine
-        self.shards: list[dict] = []
-        self._file = self._tmp = self._hash = None
-        self._count = 0
-
-    def write(self, tokens: np.ndarray) -> None:
-        assert len(tokens) == 0 or 0 <= np.min(tokens) and np.max(tokens) <= np.iinfo(self.dtype).max
-        tokens = np.asarray(tokens).astype(self.dtype, copy=False)
-        while len(tokens):
-            if self._file is None:
-                self._open()
-            room = self.shard_tokens - self._count
-            chunk, tokens = tokens[:room], tokens[room:]
-            data = chunk.tobytes()
-            self._file.write(data)
-            self._hash.update(data)
-            self._count += len(chunk)
-            if self._count == self.shard_tokens:
-                self._finish()
-
-    def close(self) -> list[dict]:
-        """Finish the last (partial) shard and return [{file, tokens, sha256}, ...]."""
-        if self._file is not None:
-            self._finish()
-        return self.shards
-
-    def abort(self) -> None:
-        """Drop the shard in progress (the finished ones stay; meta.json is never written)."""
-        if self._file is not None:
-            self._file.close()
-            os.unlink(self._tmp)
-            self._file = None
-
-    @property
-    def _name(self) -> str:
-        return f"{self.split}_{len(self.shards):03d}.bin"
-
-    def _open(self) -> None:
-        fd, self._tmp = tempfile.mkstemp(dir=self.out_dir, prefix=f".{self._name}.", suffix=".tmp")
-        self._file, self._hash, self._count = os.fdopen(fd, "wb"), hashlib.sha256(), 0
-
-    def _finish(self) -> None:
-        name = self._name
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self._tmp, self.out_dir / name)
-        fsync_dir(self.out_dir)
-        self.shards.append({"file": name, "tokens": self._count, "sha256": self._hash.hexdigest()})
-        self._file = None
+BUILT_TOKENIZERS = ("bpe", "byte")  # made by prepare from the corpus; any other --tokenizer is a path reused
 
 
 @dataclass
@@ -112,17 +59,83 @@ class _Split:
 
 
 def prepare(cfg: DataConfig, out_dir: Path, progress: bool = True, tokenizer: Tokenizer | None = None) -> dict:
-    """Build tokenizer.json, token shards and meta.json in `out_dir` from `cfg`; return the meta.
-    `tokenizer`: use this one instead of making one from cfg.tokenizer (the parts of a mixture share one)."""
-    if cfg.mix:  # several sources at given proportions: data/mixture.py
-        from llmcycle.data.mixture import prepare_mixture
+    """Build the tokenizer, token shards and meta.json in `out_dir` from `cfg`; return the meta.
 
-        return prepare_mixture(cfg, out_dir, progress, tokenizer)
+    `out_dir` is replaced as a whole, and only once everything is written: on any error an earlier
+    `out_dir` is left as it was, and none is created. `tokenizer`: use this one instead of making
+    one from cfg.tokenizer."""
     out_dir = Path(out_dir)
-    next(iter_documents(cfg, CorpusStats()))  # a missing or empty source fails before anything is touched
+    _check_replaceable(out_dir)
+    parts = mixture_parts(cfg.mix)  # [] for a single corpus
+    for part in [part_config(cfg, source) for _, source, _ in parts] or [cfg]:
+        next(iter_documents(part, CorpusStats()))  # a missing or empty source fails before the tokenizer is made
     tok, sample_bytes = (tokenizer, 0) if tokenizer is not None else _make_tokenizer(cfg, progress)
+    with atomic_dir(out_dir) as tmp:
+        if parts:  # several sources at given proportions, each in a folder of its own (data/mixture.py)
+            metas = {name: _prepare_corpus(part_config(cfg, source), tmp / name, tok, 0, progress)
+                     for name, source, _ in parts}
+            meta = mixture_meta(cfg, metas, sample_bytes)
+        else:
+            meta = _prepare_corpus(cfg, tmp, tok, sample_bytes, progress)
+        tok.save(tmp)
+        write_meta(tmp, meta)
+    return meta
+
+
+def prepare_run(run: Path, data: DataConfig, base: RunConfig, overwrite: bool = False,
+                progress: bool = True) -> tuple[dict, RunConfig]:
+    """Prepare `data` into RUN/data and save RUN/config.json: `base` with this data config and the
+    model's vocab_size fitted to the tokenizer. Returns (meta, the saved RunConfig).
+
+    A run with checkpoints was trained on its current data and tokenizer; replacing them would
+    orphan the checkpoints, so this refuses unless `overwrite`, which then deletes the checkpoints
+    and the metrics (only after the new data is in place: a failed prepare changes nothing)."""
+    run = Path(run)
+    fresh = not run.exists()
+    try:
+        with rundir.writer_lock(run, "prepare"):  # one writer per run directory
+            return _prepare_locked(run, data, base, overwrite, progress)
+    except BaseException:
+        if fresh:  # leave nothing behind in a directory this call created
+            with contextlib.suppress(OSError):
+                run.rmdir()
+        raise
+
+
+def _prepare_locked(run: Path, data: DataConfig, base: RunConfig, overwrite: bool, progress: bool):
+    ckpts = rundir.list_checkpoints(run)
+    if ckpts and not overwrite:
+        raise ValueError(
+            f"{run} has {len(ckpts)} checkpoint(s) (newest {ckpts[-1].name}) trained on its current data and "
+            f"tokenizer; preparing new data would orphan them. Pass --overwrite to replace the data and delete "
+            f"the checkpoints and metrics, or prepare into a new --run (then `train --init-from {run}` to start "
+            "from its weights)"
+        )
+    meta = prepare(data, rundir.data_dir(run), progress)
+    if ckpts:
+        shutil.rmtree(rundir.checkpoints_dir(run))
+        rundir.metrics_path(run).unlink(missing_ok=True)
+        print(f"--overwrite: deleted {len(ckpts)} checkpoint(s) and {rundir.METRICS} of {run}, "
+              "which were trained on the data just replaced")
+    vocab = meta["vocab_size"]
+    if data.tokenizer not in BUILT_TOKENIZERS:  # a reused tokenizer may be smaller than the model's embedding
+        vocab = max(vocab, base.model.vocab_size)
+    cfg = dataclasses.replace(base, model=dataclasses.replace(base.model, vocab_size=vocab), data=data)
+    rundir.save_config(run, cfg)
+    return meta, cfg
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    """Refuse to replace a non-empty folder that is not prepared data (it may hold the user's files)."""
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (
+            rundir.meta_path(out_dir).is_file() or (out_dir / rundir.TOKENIZER).is_file()):
+        raise ValueError(f"{out_dir} is not empty and holds no prepared data ({rundir.META}); refusing to "
+                         "replace it: choose another output folder")
+
+
+def _prepare_corpus(cfg: DataConfig, out_dir: Path, tok: Tokenizer, sample_bytes: int, progress: bool) -> dict:
+    """Tokenize one corpus into shards in `out_dir` (created) and write its meta.json; return the meta."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    _remove_previous(out_dir)
     dtype = np.uint16 if tok.vocab_size <= 65535 else np.uint32
     splits = {s: _Split(ShardWriter(out_dir, s, dtype, cfg.shard_tokens)) for s in ("train", "val")}
     stats = CorpusStats()
@@ -137,33 +150,9 @@ def prepare(cfg: DataConfig, out_dir: Path, progress: bool = True, tokenizer: To
             f"{cfg.source} gave only {splits['val'].documents} document(s), all needed for validation; add data "
             "(a single text file is cut into ~8 KB documents at blank lines, so it must be longer than that)"
         )
-    tok.save(out_dir)
     meta = _meta(cfg, tok, np.dtype(dtype).name, splits, shards, stats, sample_bytes, moved)
-    atomic_write_text(out_dir / META_FILE, json.dumps(meta, indent=2) + "\n")
+    write_meta(out_dir, meta)
     return meta
-
-
-def load_meta(data_dir: Path) -> dict:
-    """The meta.json of a prepared data folder; its presence means prepare finished."""
-    path = Path(data_dir) / META_FILE
-    if not path.is_file():
-        raise ValueError(
-            f"no {META_FILE} in {data_dir}: the data is not prepared (or prepare was interrupted); "
-            f"run `llmcycle prepare` with this folder as output first"
-        )
-    meta = json.loads(path.read_text(encoding="utf-8"))
-    if meta.get("format_version") != FORMAT_VERSION:
-        version = meta.get("format_version")
-        raise ValueError(f"{path} has format_version {version}, expected {FORMAT_VERSION}; re-run `llmcycle prepare`")
-    return meta
-
-
-def _remove_previous(out_dir: Path) -> None:
-    """Delete an earlier prepare's meta.json (first, so the folder stops looking complete) and shards."""
-    (out_dir / META_FILE).unlink(missing_ok=True)
-    for path in out_dir.iterdir():
-        if _SHARD_RE.match(path.name) and path.is_file():
-            path.unlink()
 
 
 def _make_tokenizer(cfg: DataConfig, progress: bool) -> tuple[Tokenizer, int]:
@@ -193,18 +182,17 @@ def _make_tokenizer(cfg: DataConfig, progress: bool) -> tuple[Tokenizer, int]:
 
 def _reuse_tokenizer(path: Path) -> Tokenizer:
     """The tokenizer at `path`: a tokenizer.json, or a run directory holding one (at its top or in data/)."""
-    for candidate in (path, path / "tokenizer.json", path / "data" / "tokenizer.json"):
+    for candidate in (path, path / rundir.TOKENIZER, rundir.tokenizer_path(path)):
         if candidate.is_file():
             return Tokenizer.load(candidate)
-    raise ValueError(f"--tokenizer {path}: no tokenizer.json there (nor in {path / 'data'}); give a tokenizer.json, "
+    raise ValueError(f"--tokenizer {path}: no {rundir.TOKENIZER} there (nor in {rundir.data_dir(path)}); give a "
+                     f"{rundir.TOKENIZER}, "
                      "a run directory made by `llmcycle import` or `prepare`, or 'bpe' / 'byte'")
 
 
 def _sample_documents(cfg: DataConfig) -> Iterator[Document]:
     """The documents the BPE tokenizer is trained on: the source's, or every --mix source's in turn."""
     if cfg.mix:
-        from llmcycle.data.mixture import interleaved_documents
-
         return interleaved_documents(cfg)
     return iter_documents(cfg, CorpusStats())
 
@@ -250,7 +238,7 @@ def _meta(cfg, tok, dtype, splits, shards, stats, sample_bytes, moved) -> dict:
         "dtype": dtype,
         "tokenizer": {
             "kind": tok.kind,
-            "file": "tokenizer.json",
+            "file": rundir.TOKENIZER,
             "bpe_sample_bytes": sample_bytes,
             "bos_id": tok.bos_id,
             "eos_id": tok.eos_id,

@@ -1,6 +1,7 @@
 """Pretrained models in and out: import Hugging Face folders, hub models and GGUF files as llmcycle
 run directories (`importer.py`), export llmcycle decoders as Hugging Face folders (`export.py`).
-`hf.py` maps configs and tensor names; `gguf.py` reads llama.cpp files; `folder.py` HF folders."""
+`hf_config.py` reads and writes config.json (torch-free; the planner uses it too), `tensors.py` maps
+tensor names, `folder.py` reads HF folders (their file names are named there), `gguf.py` llama.cpp files."""
 
 from __future__ import annotations
 

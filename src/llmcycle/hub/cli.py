@@ -15,7 +15,7 @@ def add_import_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_import(args) -> int:
-    from llmcycle.hub.importer import import_model
+    from llmcycle.hub.importer import import_model  # torch only when the verb runs: --help stays fast
 
     s = import_model(args.source, Path(args.out), args.revision, args.overwrite)
     print(f"imported {args.source} -> {s['out']}: {s['architecture']}, {s['params'] / 1e6:.1f}M parameters, "
@@ -34,7 +34,7 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_export(args) -> int:
-    from llmcycle.hub.export import export_model
+    from llmcycle.hub.export import export_model  # torch only when the verb runs: --help stays fast
 
     fmt, out = args.to
     s = export_model(Path(args.run), fmt, Path(out), args.overwrite)

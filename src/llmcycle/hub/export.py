@@ -7,8 +7,8 @@
     OUT/generation_config.json    bos/eos/pad ids
     OUT/chat_template.jinja       when the run has one
 
-`AutoModelForCausalLM.from_pretrained(OUT)` then gives the same logits as llmcycle. Encoder and
-encoder-decoder families are not exported yet.
+(the names are Hugging Face's, `folder.py`'s constants). `AutoModelForCausalLM.from_pretrained(OUT)`
+then gives the same logits as llmcycle. Encoder and encoder-decoder families are not exported yet.
 """
 
 from __future__ import annotations
@@ -17,9 +17,15 @@ import json
 import shutil
 from pathlib import Path
 
-from llmcycle.hub.hf import export_architecture, hf_config_from_model, to_hf
+from safetensors.torch import save_file
+
 from llmcycle import rundir
 from llmcycle.atomic import atomic_write_text
+from llmcycle.data.tokenizer import META_SUFFIX
+from llmcycle.hub.folder import HF_CHAT_TEMPLATE, HF_CONFIG, HF_GENERATION_CONFIG, HF_TOKENIZER_CONFIG, HF_WEIGHTS
+from llmcycle.hub.hf_config import export_architecture, hf_config_from_model
+from llmcycle.hub.tensors import to_hf
+from llmcycle.inference.chat import prompt_style
 
 FORMATS = ("hf",)
 
@@ -39,44 +45,38 @@ def _with_bos_template(tokenizer_json: str, bos: str, bos_id: int) -> str:
 
 
 def _tokenizer_files(run: Path, out: Path, tok) -> None:
-    from llmcycle.inference.chat import prompt_style
-
     style = prompt_style(run, tok)
     path = tok.save(out)
-    (out / "tokenizer_meta.json").unlink(missing_ok=True)  # llmcycle's sidecar; HF reads tokenizer_config.json
+    path.with_name(path.stem + META_SUFFIX).unlink(missing_ok=True)  # llmcycle's sidecar; HF reads tokenizer_config
     if style.add_bos and tok.bos_id is not None:
         atomic_write_text(path, _with_bos_template(path.read_text(encoding="utf-8"), style.bos_token, tok.bos_id))
     name = lambda i: tok.id_to_token(i) if i is not None else None  # noqa: E731
     tcfg = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": name(tok.bos_id), "eos_token": name(tok.eos_id),
             "pad_token": name(tok.pad_id), "add_bos_token": style.add_bos}
-    atomic_write_text(out / "tokenizer_config.json", json.dumps(tcfg, indent=2) + "\n")
+    atomic_write_text(out / HF_TOKENIZER_CONFIG, json.dumps(tcfg, indent=2) + "\n")
     if style.template:
-        atomic_write_text(out / "chat_template.jinja", style.template)
-    gen = run / rundir.GENERATION_CONFIG
+        atomic_write_text(out / HF_CHAT_TEMPLATE, style.template)
+    gen = Path(run) / rundir.GENERATION_CONFIG
     if gen.is_file():
-        shutil.copyfile(gen, out / rundir.GENERATION_CONFIG)
+        shutil.copyfile(gen, out / HF_GENERATION_CONFIG)
     else:
         ids = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
-        atomic_write_text(out / "generation_config.json", json.dumps(ids, indent=2) + "\n")
+        atomic_write_text(out / HF_GENERATION_CONFIG, json.dumps(ids, indent=2) + "\n")
 
 
 def export_hf(run: Path, out: Path, overwrite: bool = False) -> dict:
     """Write the run's newest decoder weights, config and tokenizer as a Hugging Face folder."""
-    from safetensors.torch import save_file
-
-    from llmcycle.rundir import load_model, load_tokenizer
-
     run, out = Path(run), Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ValueError(f"{out} exists and is not empty; choose another folder or pass --overwrite")
-    model, cfg = load_model(run)
+    model, cfg = rundir.load_model(run)
     arch = export_architecture(cfg.model)
-    tok = load_tokenizer(run)
+    tok = rundir.load_tokenizer(run)
     tensors = to_hf(model.state_dict(), cfg.model, arch)
     out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_file(tensors, str(out / HF_WEIGHTS), metadata={"format": "pt"})
     ids = {"bos": tok.bos_id, "eos": tok.eos_id, "pad": tok.pad_id}
-    atomic_write_text(out / "config.json", json.dumps(hf_config_from_model(cfg.model, ids), indent=2) + "\n")
+    atomic_write_text(out / HF_CONFIG, json.dumps(hf_config_from_model(cfg.model, ids), indent=2) + "\n")
     _tokenizer_files(run, out, tok)
     return {"out": str(out), "architecture": arch, "tensors": len(tensors)}
 

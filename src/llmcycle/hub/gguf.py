@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
 
 from llmcycle.hub.source import Checkpoint, TokenizerFiles
+from llmcycle.models.layers import _llama3_scaled  # private: models/layers.py has no public name for it yet
 
 GPT2_SPLIT = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
@@ -45,7 +47,7 @@ CONTROL, USER_DEFINED = 3, 4
 
 def _reader(path: Path):
     try:
-        from gguf import GGUFReader
+        from gguf import GGUFReader  # optional dependency (llmcycle[hf]), only for .gguf files
     except ImportError as e:
         raise ValueError("reading GGUF files needs the gguf package: pip install 'llmcycle[hf]'") from e
 
@@ -91,7 +93,7 @@ def unpermute(w: torch.Tensor, n_head: int) -> torch.Tensor:
 
 def dequantize(tensor) -> torch.Tensor:
     """One GGUF tensor as an fp32 torch tensor of its logical shape (rows = outputs)."""
-    from gguf.quants import dequantize as gguf_dequantize
+    from gguf.quants import dequantize as gguf_dequantize  # optional dependency (llmcycle[hf])
 
     shape = tuple(int(n) for n in reversed(tensor.shape.tolist()))
     try:
@@ -116,8 +118,6 @@ def _hf_name(name: str) -> str | None:
 
 def _llama3_from_factors(factors: torch.Tensor, theta: float, head_dim: int) -> dict:
     """The llama3 rope_scaling whose frequency factors equal the GGUF's `rope_freqs` tensor."""
-    from llmcycle.models.layers import _llama3_scaled
-
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
     factor = float(factors.max())
     for low, high, ctx in ((1.0, 4.0, 8192), (1.0, 4.0, 4096), (1.0, 2.0, 8192)):
@@ -179,8 +179,6 @@ def read_gguf(path: Path) -> Checkpoint:
 
 
 def _byte_level_bpe(tokens: list[str], merges: list[str], types: list[int], pre: str) -> str:
-    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
-
     if pre not in PRE_SPLITS:
         raise ValueError(f"GGUF pre-tokenizer {pre!r} is not known to llmcycle; known: {sorted(PRE_SPLITS)}")
     vocab = {t: i for i, t in enumerate(tokens)}
@@ -196,6 +194,7 @@ def _byte_level_bpe(tokens: list[str], merges: list[str], types: list[int], pre:
 
 def _via_transformers(path: Path) -> str:
     try:
+        # optional heavy dependency, only for sentencepiece vocabularies
         from transformers.integrations.gguf.gguf_tokenizer_mapping import convert_gguf_tokenizer, get_gguf_tokenizer
     except ImportError as e:
         raise ValueError(f"{path.name} has a sentencepiece tokenizer; rebuilding it needs transformers' GGUF "

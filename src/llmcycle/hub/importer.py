@@ -1,12 +1,10 @@
 """`llmcycle import SOURCE --out DIR`: a pretrained model becomes an ordinary llmcycle run directory.
 
-    DIR/config.json                              RunConfig: the ModelConfig read from the source
-    DIR/tokenizer.json, tokenizer_meta.json      the source's tokenizer, with its bos/eos/pad roles
-    DIR/tokenizer_config.json                    Hugging Face style: role tokens, add_bos_token
-    DIR/chat_template.jinja                      the chat template, when the source has one
-    DIR/generation_config.json                   bos/eos/pad ids (eos may list several stop ids)
-    DIR/checkpoints/step_000000/model.safetensors   the weights, in fp32
-    DIR/import.json                              where it came from and its original config
+The run (layout in `rundir.py`) gets: its config (the ModelConfig read from the source), the
+source's tokenizer with its bos/eos/pad roles, the Hugging Face prompt files (role tokens and
+add_bos_token, the chat template when the source has one, bos/eos/pad ids where eos may list several
+stop ids), the weights as checkpoint step 0 in fp32, and an import record (where it came from and
+its original config).
 
 Everything is validated in memory first (architecture, tensor names and shapes, tokenizer against
 the embedding size), written into a temporary folder, and renamed into place.
@@ -18,14 +16,19 @@ import json
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer as HFTokenizer
 
-from llmcycle.config import DataConfig, RunConfig, TrainConfig
-from llmcycle.hub.folder import HUB_NAME, download, read_folder
-from llmcycle.hub.gguf import is_gguf, read_gguf
-from llmcycle.hub.hf import architecture, model_config_from_hf, to_llmcycle
-from llmcycle.hub.source import Checkpoint, TokenizerFiles
 from llmcycle import rundir
 from llmcycle.atomic import atomic_dir, atomic_write_text
+from llmcycle.checkpoint import save_weights
+from llmcycle.config import DataConfig, RunConfig, TrainConfig
+from llmcycle.data.tokenizer import Tokenizer
+from llmcycle.hub.folder import HUB_NAME, download, is_hf_folder, read_folder
+from llmcycle.hub.gguf import is_gguf, read_gguf
+from llmcycle.hub.hf_config import architecture, model_config_from_hf
+from llmcycle.hub.source import Checkpoint, TokenizerFiles
+from llmcycle.hub.tensors import to_llmcycle
+from llmcycle.models import build_model
 
 IMPORTED_STEP = 0  # the imported weights are checkpoint step 0 of the new run
 
@@ -40,7 +43,7 @@ def load_source(source: str, revision: str | None = None) -> Checkpoint:
                          "or a hub name (org/name)")
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
-        if not (path / "config.json").is_file() and len(ggufs) == 1:
+        if not is_hf_folder(path) and len(ggufs) == 1:
             return read_gguf(ggufs[0])
         return read_folder(path)
     if HUB_NAME.match(source):
@@ -60,8 +63,6 @@ def _token_string(hf, value) -> str | None:
 
 def check_tokenizer(files: TokenizerFiles, vocab_size: int) -> dict:
     """Role token strings; ValueError when the tokenizer cannot index into a `vocab_size` embedding."""
-    from tokenizers import Tokenizer as HFTokenizer
-
     hf = HFTokenizer.from_str(files.tokenizer_json)
     n = hf.get_vocab_size(with_added_tokens=True)
     if n > vocab_size:
@@ -94,10 +95,6 @@ def _target(out: Path, overwrite: bool) -> None:
 
 def import_model(source: str, out: Path, revision: str | None = None, overwrite: bool = False) -> dict:
     """Import `source` into the run directory `out`; returns a summary."""
-    from llmcycle.checkpoint import save_weights
-    from llmcycle.data.tokenizer import Tokenizer
-    from llmcycle.models import build_model
-
     out = Path(out)
     _target(out, overwrite)
     ckpt = load_source(source, revision)

@@ -50,13 +50,13 @@ def write_report(run: Path, cfg: RunConfig, meta: dict, state: dict, samples: li
     run = Path(run)
     params = param_groups(model)
     non_emb = params["total"] - params["embedding"] - params["position"]
-    flops = state["flops_per_token"] * state["tokens"]
-    val = state["val"]
+    flops = state.flops_per_token * state.tokens
+    val = state.val
     plot_loss(run, rundir.loss_plot_path(run))
     summary = {
-        "params": params["total"], "non_embedding_params": non_emb, "tokens": state["tokens"],
-        "tokens_per_param": state["tokens"] / params["total"], "flops": flops, "pf_days": flops / PF_DAY,
-        "flops_per_token": state["flops_per_token"], "steps": state["step"], "train_seconds": state["elapsed"],
+        "params": params["total"], "non_embedding_params": non_emb, "tokens": state.tokens,
+        "tokens_per_param": state.tokens / params["total"], "flops": flops, "pf_days": flops / PF_DAY,
+        "flops_per_token": state.flops_per_token, "steps": state.step, "train_seconds": state.elapsed,
         "val_loss": val["val_loss"], "val_bpb": val["val_bpb"] if cfg.model.family == "decoder" else None,
     }
     m, t = cfg.model, cfg.train
@@ -77,9 +77,9 @@ def write_report(run: Path, cfg: RunConfig, meta: dict, state: dict, samples: li
         *[f"| {g} | {n:,} |" for g, n in params.items() if g != "total" and n],
         f"| **total** | **{params['total']:,}** |", "",
         *[line for line in (families.stack_line(model),) if line],
-        f"- tokens seen: {state['tokens']:,} in {state['step']} steps ({state['elapsed']:.0f} s of training): "
+        f"- tokens seen: {state.tokens:,} in {state.step} steps ({state.elapsed:.0f} s of training): "
         f"{summary['tokens_per_param']:.2f} tokens per parameter (Chinchilla's compute-optimal ratio is ~20)",
-        f"- compute: {state['flops_per_token']:,} FLOPs per training token x {state['tokens']:,} tokens = "
+        f"- compute: {state.flops_per_token:,} FLOPs per training token x {state.tokens:,} tokens = "
         f"{flops:.3e} FLOPs = {summary['pf_days']:.2e} petaflop/s-days",
         families.compute_comparison(cfg), "",
         "## Evaluation",

@@ -12,12 +12,17 @@ import json
 import sys
 
 from llmcycle.plan import memory, scaling
+from llmcycle.plan.build import Settings, build_plan, json_safe
+from llmcycle.plan.compute import PF_DAY, flops_from_gpu_hours, peak_dtype
 from llmcycle.plan.hardware import GPUS
+from llmcycle.plan.plot import plot_memory
 from llmcycle.plan.presets import PRESETS
 from llmcycle.plan.shape import FAMILIES, MLPS, NORMS, POS_EMBS
+from llmcycle.plan.source import resolve
+from llmcycle.plan.tables import render
 
-DIMS = ("layers", "d_model", "heads", "kv_heads", "head_dim", "ffn", "vocab", "context", "family", "mlp", "pos_emb",
-        "norm", "n_decoder_layer")
+DIMS = ("layers", "d_model", "heads", "kv_heads", "head_dim", "d_ff", "vocab", "max_seq_len", "family", "mlp",
+        "pos_emb", "norm", "n_decoder_layer")
 
 
 def _flt(s: str) -> float:
@@ -38,9 +43,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--heads", type=int)
     g.add_argument("--kv-heads", type=int)
     g.add_argument("--head-dim", type=int)
-    g.add_argument("--ffn", type=int, help="MLP hidden size (default 4 x d_model)")
+    g.add_argument("--d-ff", "--ffn", dest="d_ff", type=int, help="MLP hidden size (default 4 x d_model)")
     g.add_argument("--vocab", type=int)
-    g.add_argument("--context", type=int)
+    g.add_argument("--max-seq-len", "--context", dest="max_seq_len", type=int, help="context length (positions)")
     g.add_argument("--family", choices=FAMILIES)
     g.add_argument("--n-decoder-layer", type=int)
     g.add_argument("--mlp", choices=MLPS)
@@ -65,12 +70,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--pp", type=int, default=1, help="pipeline-parallel degree")
     h.add_argument("--sp", action="store_true", help="sequence parallelism with tensor parallelism (Korthikanti)")
     h.add_argument("--batch", type=int, default=1, help="micro-batch per GPU, sequences (default 1)")
-    h.add_argument("--seq", type=int, help="training sequence length (default: the model context)")
+    h.add_argument("--seq-len", "--seq", dest="seq_len", type=int,
+                   help="training sequence length (default: the run's seq_len, else the model's max_seq_len)")
     h.add_argument("--recompute", default="none", choices=memory.RECOMPUTE)
     h.add_argument("--no-flash", action="store_true", help="attention scores are materialised (no flash/SDPA kernel)")
     h.add_argument("--reserve-gib", type=float, default=1.0, help="GPU memory kept back for CUDA context etc. (default 1)")
     h.add_argument("--infer-batch", type=int, default=1)
-    h.add_argument("--infer-seq", type=int, help="inference context for the KV cache (default: model context)")
+    h.add_argument("--infer-seq-len", "--infer-seq", dest="infer_seq_len", type=int,
+                   help="tokens in the inference KV cache (default: the model's max_seq_len)")
     h.add_argument("--list-gpus", action="store_true")
     c = p.add_argument_group("compute and scaling")
     c.add_argument("--tokens", type=_flt, help="training tokens, e.g. 300e9")
@@ -97,8 +104,6 @@ def _dims(args) -> dict | None:
 
 
 def _budget(args) -> float | None:
-    from llmcycle.plan.compute import PF_DAY, flops_from_gpu_hours, peak_dtype
-
     given = [x for x in (args.budget_flops, args.budget_pf_days, args.budget_gpu_hours) if x is not None]
     if len(given) > 1:
         raise ValueError("give one budget: --budget-flops, --budget-pf-days or --budget-gpu-hours")
@@ -110,16 +115,13 @@ def _budget(args) -> float | None:
 
 
 def make_plan(args) -> dict:
-    from llmcycle.plan.report import Settings, build_plan
-    from llmcycle.plan.source import resolve
-
     info = resolve(args.preset, args.hf_config, args.run, None, args.params, _dims(args))
     strategy = args.strategy or (f"zero{args.zero}" if args.zero is not None else "zero1")
     st = Settings(gpu=args.gpu, gpus=args.gpus, dtype=args.dtype, optimizer=args.optimizer, strategy=strategy, tp=args.tp,
-                  pp=args.pp, sp=args.sp, batch=args.batch, seq=args.seq, recompute=args.recompute, flash=not args.no_flash,
+                  pp=args.pp, sp=args.sp, batch=args.batch, seq_len=args.seq_len, recompute=args.recompute, flash=not args.no_flash,
                   tokens=args.tokens, budget_flops=_budget(args), mfu=args.mfu, price=args.price,
                   unique_tokens=args.unique_tokens, max_epochs=args.max_epochs, law=args.law,
-                  infer_batch=args.infer_batch, infer_seq=args.infer_seq, reserve_gib=args.reserve_gib,
+                  infer_batch=args.infer_batch, infer_seq_len=args.infer_seq_len, reserve_gib=args.reserve_gib,
                   grad_dtype=args.grad_dtype)
     return build_plan(info, st)
 
@@ -136,16 +138,10 @@ def run(args) -> int:
         return 0
     plan = make_plan(args)
     if args.json:
-        from llmcycle.plan.report import json_safe
-
         print(json.dumps(json_safe(plan), indent=2))
     else:
-        from llmcycle.plan.tables import render
-
         print(render(plan), end="")
     if args.plot:
-        from llmcycle.plan.plot import plot_memory
-
         out = plot_memory(plan, args.plot)
         print(f"wrote {out}", file=sys.stderr if args.json else sys.stdout)
     return 0

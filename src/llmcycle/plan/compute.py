@@ -21,7 +21,7 @@ def training_flops(n_params: float, tokens: float, family: str = "decoder") -> f
 
 def kaplan_forward_flops_per_token(s: ModelShape, n_ctx: int | None = None) -> float:
     """Kaplan et al. 2020, Eq. 2.2: C_forward ~= 2N + 2 n_layer n_ctx d_attn (N non-embedding)."""
-    return 2 * non_embedding_params(s) + 2 * s.n_layer * (n_ctx or s.context) * s.q_dim
+    return 2 * non_embedding_params(s) + 2 * s.n_layer * (n_ctx or s.max_seq_len) * s.q_dim
 
 
 def flops_per_token(s: ModelShape, seq: int | None = None, training: bool = True) -> float:
@@ -29,8 +29,8 @@ def flops_per_token(s: ModelShape, seq: int | None = None, training: bool = True
     too) + 4 x seq x H*hd per attention layer (QK^T and AV over the full, unskipped T x T scores);
     training = 3 x forward. For a decoder this is 6N + 12 L H D T per token (PaLM, Korthikanti)."""
     if s.family == "seq2seq":
-        return step_flops(s, 1, seq or s.context, training=training) / (seq or s.context)
-    seq = seq or s.context
+        return step_flops(s, 1, seq or s.max_seq_len, training=training) / (seq or s.max_seq_len)
+    seq = seq or s.max_seq_len
     fwd = 2 * matmul_params(s) + 4 * seq * s.q_dim * s.n_layer
     return 3 * fwd if training else fwd
 
@@ -42,7 +42,7 @@ def step_flops(s: ModelShape, batch: int, seq: int, dec_seq: int | None = None, 
         return batch * seq * flops_per_token(s, seq, training)
     d = dec_seq or seq
     proj = s.d_model * (2 * s.q_dim + 2 * s.kv_dim)
-    mlp = (3 if s.gated else 2) * s.d_model * s.ffn_dim
+    mlp = (3 if s.gated else 2) * s.d_model * s.ffn
     enc = seq * (2 * s.n_layer * (proj + mlp) + 4 * s.n_layer * seq * s.q_dim)
     cross_kv = 2 * s.d_model * 2 * s.kv_dim  # projected once per encoder token
     cross_q_o = 2 * s.d_model * s.q_dim

@@ -16,12 +16,16 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
 import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
 
+from llmcycle.config import ModelConfig
+from llmcycle.plan.compute import step_flops
 from llmcycle.plan.memory import llmcycle_activation_bytes, model_state_bytes
 from llmcycle.plan.shape import from_config, param_groups
 
@@ -30,12 +34,10 @@ from llmcycle.plan.shape import from_config, param_groups
 class Case:
     model: dict  # ModelConfig fields
     batch: int
-    seq: int
+    seq_len: int  # training sequence length
     optimizer: str = "adamw"  # adamw | sgd (momentum 0.9)
 
-    def config(self):
-        from llmcycle.config import ModelConfig
-
+    def config(self) -> ModelConfig:
         return ModelConfig(**self.model)
 
 
@@ -43,24 +45,22 @@ def predicted(case: Case) -> dict:
     sh = from_config(case.config())
     n = param_groups(sh)["total"]
     states = model_state_bytes(n, "fp32", case.optimizer)
-    act = llmcycle_activation_bytes(sh, case.seq, case.batch, 4)
-    from llmcycle.plan.compute import step_flops
-
-    return {"params": n, "flops": step_flops(sh, case.batch, case.seq), "weights": states["weights"],
+    act = llmcycle_activation_bytes(sh, case.seq_len, case.batch, 4)
+    return {"params": n, "flops": step_flops(sh, case.batch, case.seq_len), "weights": states["weights"],
             "grads": states["grads"], "optimizer": states["optimizer"], "activations": act["total"],
             "peak": states["total"] + act["total"]}
 
 
 def measure_params_flops(case: Case) -> dict:
     """Exact parameter count (meta device) and FlopCounterMode FLOPs of one forward+backward."""
-    import torch
+    import torch  # torch only to measure: the predictions above need none
 
     from llmcycle.models import build_model
     from llmcycle.models.accounting import count_params, measure_flops
 
     cfg = case.config()
     model = build_model(cfg)
-    idx = torch.randint(0, cfg.vocab_size, (case.batch, case.seq))
+    idx = torch.randint(0, cfg.vocab_size, (case.batch, case.seq_len))
     return {"params": count_params(cfg)["total"], "flops": measure_flops(model, idx, idx)}
 
 
@@ -95,23 +95,20 @@ def _step(model, opt, idx, tgt) -> None:
 
 
 def _make(case: Case, cfg, device="cpu"):
-    import torch
+    import torch  # torch only to measure: the predictions above need none
 
     from llmcycle.models import build_model
 
     model = build_model(cfg).to(device)
     opt = (torch.optim.AdamW(model.parameters(), lr=1e-4) if case.optimizer == "adamw"
            else torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
-    idx = torch.randint(0, cfg.vocab_size, (case.batch, case.seq), device=device)
+    idx = torch.randint(0, cfg.vocab_size, (case.batch, case.seq_len), device=device)
     return model, opt, idx, torch.roll(idx, -1, 1)
 
 
 def _child_cpu(case: Case) -> dict:
     """Runs inside the fresh subprocess."""
-    import ctypes
-    import gc
-
-    import torch
+    import torch  # torch only in the measuring subprocess
 
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -143,7 +140,7 @@ def measure_cpu_peak(case: Case, timeout: float = 300) -> dict:
 
 def measure_cuda_peak(case: Case) -> dict:
     """Same protocol on a GPU: torch.cuda.max_memory_allocated after a reset between steps 1 and 2."""
-    import torch
+    import torch  # torch only to measure: the predictions above need none
 
     if not torch.cuda.is_available():
         raise RuntimeError("no CUDA GPU visible: the CUDA measurement (torch.cuda.max_memory_allocated) needs one; "

@@ -1,7 +1,7 @@
 """Memory: bytes for inference (weights, KV cache, overhead) and training (weights, gradients,
 optimizer states, activations) per device under data/tensor/pipeline parallelism and ZeRO/FSDP.
 
-All results are bytes (ints or floats); `report.py` prints them in GB (1e9 bytes) and GiB (2^30).
+All results are bytes (ints or floats); `tables.py` prints them in GB (1e9 bytes) and GiB (2^30).
 Sources are named at each formula; `../shared/reference/planner.md` lists them.
 """
 
@@ -73,7 +73,7 @@ def inference_memory(s: ModelShape, n_params: float, dtype: str = "bf16", batch:
     if tp < 1:
         raise ValueError(f"tp must be >= 1, got {tp}")
     w = weight_bytes(n_params, dtype) / tp
-    kv = kv_cache_bytes(s, batch, seq or s.context, kv_dtype or (dtype if dtype_bytes(dtype) >= 2 else "bf16"), tp)
+    kv = kv_cache_bytes(s, batch, seq or s.max_seq_len, kv_dtype or (dtype if dtype_bytes(dtype) >= 2 else "bf16"), tp)
     return {"weights": w, "kv_cache": kv, "overhead": overhead * w, "total": w + kv + overhead * w}
 
 
@@ -172,7 +172,7 @@ def _mlp_terms(sh: ModelShape, s: int, b: int, e: float, dropout: bool) -> tuple
     """Input e*sbh (+ dropout mask) | activation input and output e*sbf each; gated: gate and up (2f),
     activation output (f) and the product (f)."""
     rep = e * s * b * sh.d_model + (s * b * sh.d_model if dropout else 0)
-    return rep, e * s * b * sh.ffn_dim * (4 if sh.gated else 2)
+    return rep, e * s * b * sh.ffn * (4 if sh.gated else 2)
 
 
 def layer_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el: float = 2, tp: int = 1, sp: bool = False,
@@ -226,7 +226,7 @@ def training_memory(n_params: float, shape: ModelShape | None = None, *, dtype: 
     act = 0.0
     if shape is not None:
         e = dtype_bytes(dtype)
-        act = activation_bytes(shape, seq or shape.context, batch, e, tp, sp, recompute, flash)
+        act = activation_bytes(shape, seq or shape.max_seq_len, batch, e, tp, sp, recompute, flash)
     out = {k: states[k] for k in ("weights", "grads", "optimizer")}
     out["activations"] = act
     out["total"] = states["total"] + act
@@ -267,7 +267,7 @@ def llmcycle_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el
     attn = e * sb * (sh.q_dim + 2 * sh.kv_dim) + e * sb * sh.q_dim + 4 * b * sh.n_head * s
     if sh.pos_emb == "rope":
         attn += e * sb * (sh.q_dim + sh.kv_dim)
-    mlp = e * sb * sh.ffn_dim * (4 if sh.gated else 2)
+    mlp = e * sb * sh.ffn * (4 if sh.gated else 2)
     layers = sh.n_layer * (2 * norm + attn + mlp)
     tables = 2 * 4 * s * sh.hd if sh.pos_emb == "rope" else 0
     saved = layers + norm + 4 * sb * sh.vocab_size + tables + 16 * sb  # + final norm, log-softmax, rope tables, ids

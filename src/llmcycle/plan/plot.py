@@ -12,7 +12,7 @@ PARTS = ("weights", "grads", "optimizer", "activations")
 def plot_memory(plan: dict, path: str | Path) -> Path:
     """Stacked bars (GiB per GPU) of weights, gradients, optimizer states and activations for each
     strategy, with the chosen GPU's usable memory as a dashed line."""
-    import matplotlib
+    import matplotlib  # optional heavy dependency, only for --plot
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 from llmcycle.plan.shape import ModelShape
 
-GPT = dict(vocab_size=50257, context=2048)  # GPT-3 paper, sec. 2.1 / Table 2.1
+GPT = dict(vocab_size=50257, max_seq_len=2048)  # GPT-3 paper, sec. 2.1 / Table 2.1
 LLAMA = dict(mlp="swiglu", norm="rmsnorm", pos_emb="rope", tied=False, attn_bias=False, mlp_bias=False, norm_bias=False)
-T5 = dict(family="seq2seq", vocab_size=32128, context=512, mlp="relu", norm="rmsnorm", pos_emb="relative",
+T5 = dict(family="seq2seq", vocab_size=32128, max_seq_len=512, mlp="relu", norm="rmsnorm", pos_emb="relative",
           attn_bias=False, mlp_bias=False, norm_bias=False, tied=True, head_dim=64)
-BERT = dict(family="encoder", vocab_size=30522, context=512, embed_norm=True, final_norm=False, type_vocab=2, pooler=True)
-GOPHER = dict(vocab_size=32000, context=2048, norm="rmsnorm", pos_emb="xl", tied=False, attn_bias=False,
+BERT = dict(family="encoder", vocab_size=30522, max_seq_len=512, embed_norm=True, final_norm=False, type_vocab=2, pooler=True)
+GOPHER = dict(vocab_size=32000, max_seq_len=2048, norm="rmsnorm", pos_emb="xl", tied=False, attn_bias=False,
               mlp_bias=False, norm_bias=False, head_dim=128)
-BIGSCI = dict(context=2048, pos_emb="alibi", embed_norm=True, tied=True)
+BIGSCI = dict(max_seq_len=2048, pos_emb="alibi", embed_norm=True, tied=True)
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,15 @@ PRESETS: dict[str, Preset] = dict([
     _p("gpt3-13b", "12850", 1e6, _D1, note=_G13, n_layer=40, d_model=5120, n_head=40, **GPT),
     _p("gpt3-175b", "174600", 1e6, _D1, n_layer=96, d_model=12288, n_head=96, **GPT),
     _p("llama2-7b", "7", 1e9, "Touvron et al. 2023 (Llama 2), Table 1; HF config", n_layer=32, d_model=4096,
-       n_head=32, vocab_size=32000, context=4096, ffn=11008, **LLAMA),
+       n_head=32, vocab_size=32000, max_seq_len=4096, d_ff=11008, **LLAMA),
     _p("llama2-13b", "13", 1e9, "Touvron et al. 2023 (Llama 2), Table 1; HF config", n_layer=40, d_model=5120,
-       n_head=40, vocab_size=32000, context=4096, ffn=13824, **LLAMA),
+       n_head=40, vocab_size=32000, max_seq_len=4096, d_ff=13824, **LLAMA),
     _p("llama2-70b", "70", 1e9, "Touvron et al. 2023 (Llama 2), Table 1; HF config", n_layer=80, d_model=8192,
-       n_head=64, n_kv_head=8, vocab_size=32000, context=4096, ffn=28672, **LLAMA),
+       n_head=64, n_kv_head=8, vocab_size=32000, max_seq_len=4096, d_ff=28672, **LLAMA),
     _p("llama3-8b", "8", 1e9, "Meta Llama 3 model card; HF config", n_layer=32, d_model=4096, n_head=32,
-       n_kv_head=8, vocab_size=128256, context=8192, ffn=14336, **LLAMA),
+       n_kv_head=8, vocab_size=128256, max_seq_len=8192, d_ff=14336, **LLAMA),
     _p("llama3-70b", "70", 1e9, "Meta Llama 3 model card; HF config", n_layer=80, d_model=8192, n_head=64,
-       n_kv_head=8, vocab_size=128256, context=8192, ffn=28672, **LLAMA),
+       n_kv_head=8, vocab_size=128256, max_seq_len=8192, d_ff=28672, **LLAMA),
     _p("bloom-176b", "176", 1e9, "BigScience 2022 (BLOOM), Table 3", n_layer=70, d_model=14336, n_head=112,
        vocab_size=250880, **BIGSCI),
     _p("bloomberggpt-50b", "50.6", 1e9, "Wu et al. 2023 (BloombergGPT), sec. 2.3", n_layer=70, d_model=7680,
@@ -73,15 +73,15 @@ PRESETS: dict[str, Preset] = dict([
        n_head=64, **GOPHER),
     _p("gopher-280b", "280", 1e9, "Rae et al. 2021 (Gopher), Table 1", n_layer=80, d_model=16384, n_head=128, **GOPHER),
     _p("t5-small", "60", 1e6, "Raffel et al. 2020 (T5), sec. 3.7; HF config", n_layer=6, d_model=512, n_head=8,
-       ffn=2048, **T5),
+       d_ff=2048, **T5),
     _p("t5-base", "220", 1e6, "Raffel et al. 2020 (T5), sec. 3.7; HF config", n_layer=12, d_model=768, n_head=12,
-       ffn=3072, **T5),
+       d_ff=3072, **T5),
     _p("t5-large", "770", 1e6, "Raffel et al. 2020 (T5), sec. 3.7; HF config", tolerance=0.05, note=_T5L,
-       n_layer=24, d_model=1024, n_head=16, ffn=4096, **T5),
+       n_layer=24, d_model=1024, n_head=16, d_ff=4096, **T5),
     _p("t5-3b", "3", 1e9, "Raffel et al. 2020 (T5), sec. 3.7; HF config", n_layer=24, d_model=1024,
-       n_head=32, **{**T5, "head_dim": 128}, ffn=16384),
+       n_head=32, **{**T5, "head_dim": 128}, d_ff=16384),
     _p("t5-11b", "11", 1e9, "Raffel et al. 2020 (T5), sec. 3.7; HF config", n_layer=24, d_model=1024,
-       n_head=128, **{**T5, "head_dim": 128}, ffn=65536),
+       n_head=128, **{**T5, "head_dim": 128}, d_ff=65536),
     _p("bert-base", "110", 1e6, "Devlin et al. 2019 (BERT), sec. 3", n_layer=12, d_model=768, n_head=12, **BERT),
     _p("bert-large", "340", 1e6, "Devlin et al. 2019 (BERT), sec. 3", n_layer=24, d_model=1024, n_head=16, **BERT),
 ])

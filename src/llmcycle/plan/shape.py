@@ -12,9 +12,10 @@ No torch import here: the planner answers in well under a second.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
+from llmcycle.hub.hf_config import read_hf_config, shape_fields
 
 FAMILIES = ("decoder", "encoder", "seq2seq")
 MLPS = ("gelu", "gelu_tanh", "relu", "swiglu", "geglu")  # swiglu/geglu are gated: three matrices
@@ -37,10 +38,10 @@ class ModelShape:
     d_model: int
     n_head: int
     vocab_size: int
-    context: int = 2048  # positions (training sequence length by default)
+    max_seq_len: int = 2048  # context length in positions (the training sequence length by default)
     n_kv_head: int | None = None  # None: multi-head (= n_head)
     head_dim: int | None = None  # None: d_model // n_head
-    ffn: int | None = None  # MLP hidden size; None: 4 * d_model
+    d_ff: int | None = None  # MLP hidden size as configured; None: 4 * d_model (`ffn` is the resolved width)
     family: str = "decoder"
     n_decoder_layer: int | None = None  # seq2seq only; None: = n_layer
     mlp: str = "gelu"
@@ -62,7 +63,7 @@ class ModelShape:
         _choice("mlp", self.mlp, MLPS)
         _choice("pos_emb", self.pos_emb, POS_EMBS)
         _choice("norm", self.norm, NORMS)
-        for f in ("n_layer", "d_model", "n_head", "vocab_size", "context"):
+        for f in ("n_layer", "d_model", "n_head", "vocab_size", "max_seq_len"):
             if not isinstance(getattr(self, f), int) or getattr(self, f) <= 0:
                 raise ValueError(f"{f} must be a positive integer, got {getattr(self, f)!r}")
         if self.head_dim is None and self.d_model % self.n_head:
@@ -85,8 +86,8 @@ class ModelShape:
         return self.n_kv_head or self.n_head
 
     @property
-    def ffn_dim(self) -> int:
-        return self.ffn or 4 * self.d_model
+    def ffn(self) -> int:  # the MLP hidden width, as ModelConfig.ffn
+        return self.d_ff or 4 * self.d_model
 
     @property
     def q_dim(self) -> int:
@@ -124,8 +125,8 @@ def attention_params(s: ModelShape) -> int:
 def mlp_params(s: ModelShape) -> int:
     """up (d x f, twice when gated) and down (f x d), plus biases."""
     n_in = 2 if s.gated else 1
-    weights = (n_in + 1) * s.d_model * s.ffn_dim
-    return weights + (n_in * s.ffn_dim + s.d_model if s.mlp_bias else 0)
+    weights = (n_in + 1) * s.d_model * s.ffn
+    return weights + (n_in * s.ffn + s.d_model if s.mlp_bias else 0)
 
 
 def layer_params(s: ModelShape, cross: bool = False) -> dict[str, int]:
@@ -142,7 +143,7 @@ def param_groups(s: ModelShape) -> dict[str, int]:
     g = dict.fromkeys(GROUPS, 0)
     g["embedding"] = s.vocab_size * s.d_model + s.type_vocab * s.d_model
     if s.pos_emb == "learned":
-        g["position"] += s.context * s.d_model
+        g["position"] += s.max_seq_len * s.d_model
     blocks = [(s.n_layer, False)] + ([(s.dec_layers, True)] if s.family == "seq2seq" else [])
     for n, cross in blocks:
         for k, v in layer_params(s, cross).items():
@@ -162,13 +163,13 @@ def param_groups(s: ModelShape) -> dict[str, int]:
 def non_embedding_params(s: ModelShape) -> int:
     """Kaplan et al. 2020 (sec. 2.1): N excludes token and position embeddings (and the untied head)."""
     g = param_groups(s)
-    return g["total"] - g["embedding"] - g["head"] - (s.context * s.d_model if s.pos_emb == "learned" else 0)
+    return g["total"] - g["embedding"] - g["head"] - (s.max_seq_len * s.d_model if s.pos_emb == "learned" else 0)
 
 
 def matmul_params(s: ModelShape) -> int:
     """Weights in a matmul per token: every linear layer, the head too even when tied (as accounting.py).
     For seq2seq this counts both stacks (use compute.step_flops for exact per-stack FLOPs)."""
-    layer = s.d_model * (2 * s.q_dim + 2 * s.kv_dim) + (2 if s.gated else 1) * s.d_model * s.ffn_dim + s.ffn_dim * s.d_model
+    layer = s.d_model * (2 * s.q_dim + 2 * s.kv_dim) + (2 if s.gated else 1) * s.d_model * s.ffn + s.ffn * s.d_model
     cross = s.d_model * (2 * s.q_dim + 2 * s.kv_dim)
     xl = s.d_model * s.q_dim if s.pos_emb == "xl" else 0
     return s.n_layer * (layer + xl) + s.dec_layers * (layer + cross + xl) + s.vocab_size * s.d_model
@@ -181,7 +182,7 @@ def from_config(cfg) -> ModelShape:
     """From llmcycle's `ModelConfig` (duck-typed, so no torch import)."""
     return ModelShape(
         n_layer=cfg.n_layer, d_model=cfg.d_model, n_head=cfg.n_head, vocab_size=cfg.vocab_size,
-        context=cfg.max_seq_len, n_kv_head=cfg.n_kv_head, head_dim=cfg.head_dim, ffn=cfg.ffn,
+        max_seq_len=cfg.max_seq_len, n_kv_head=cfg.n_kv_head, head_dim=cfg.head_dim, d_ff=cfg.ffn,
         family=cfg.family, n_decoder_layer=cfg.n_decoder_layer if cfg.family == "seq2seq" else None,
         mlp=cfg.mlp, tied=cfg.tie_embeddings, pos_emb=cfg.pos_emb, norm=cfg.norm,
         attn_bias=cfg.bias, mlp_bias=cfg.bias, norm_bias=cfg.bias, name="llmcycle",
@@ -202,13 +203,13 @@ def from_dims(**kw) -> ModelShape:
     return ModelShape(**kw)
 
 
+def from_hf_dict(d: dict, name: str = "") -> ModelShape:
+    """From a Hugging Face config dict (its keys are read by `hub/hf_config.py`)."""
+    return ModelShape(**shape_fields(d, name))
+
+
 def from_hf_config(path: str | Path) -> ModelShape:
     """From a Hugging Face `config.json` (a file or a folder holding one)."""
-    from llmcycle.plan.hf import shape_from_hf_dict
-
     path = Path(path)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{path} not found: give a Hugging Face config.json or the folder holding it")
-    return shape_from_hf_dict(json.loads(path.read_text(encoding="utf-8")), name=path.parent.name or path.stem)
+    name = path.name if path.is_dir() else path.parent.name or path.stem
+    return from_hf_dict(read_hf_config(path), name=name)

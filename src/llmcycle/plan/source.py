@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmcycle import rundir
 from llmcycle.plan import shape as shapes
 from llmcycle.plan.presets import get_preset
 
@@ -22,7 +23,7 @@ class ModelInfo:
     shape: shapes.ModelShape | None
     params: dict  # groups + 'total'
     exact: bool  # counted from the built model
-    train_seq: int | None = None  # a run directory's training sequence length (the default --seq)
+    train_seq_len: int | None = None  # a run directory's training sequence length (the default --seq-len)
 
     @property
     def n_params(self) -> float:
@@ -36,7 +37,7 @@ class ModelInfo:
 def count_exact(cfg) -> dict:
     """Parameters of llmcycle's model for `cfg`, counted on the meta device (any family that
     `build_model` knows); groups as `models/accounting.py` names them, plus 'other' = 0."""
-    from llmcycle.models.accounting import count_params  # lazy: torch is only needed here
+    from llmcycle.models.accounting import count_params  # torch only here: the rest of the planner is torch-free
 
     groups = dict(count_params(cfg))
     groups.setdefault("other", 0)
@@ -52,11 +53,9 @@ def from_model_config(cfg, name: str = "llmcycle") -> ModelInfo:
 
 
 def from_run_dir(run: str | Path) -> ModelInfo:
-    from llmcycle.config import RunConfig
-
-    rc = RunConfig.load(Path(run) / "config.json")
+    rc = rundir.load_config(run)
     info = from_model_config(rc.model, name=Path(run).name)
-    info.source, info.train_seq = "run", rc.train.seq_len
+    info.source, info.train_seq_len = "run", rc.train.seq_len
     return info
 
 

@@ -1,4 +1,4 @@
-"""Render a plan dict (report.build_plan) as plain-text tables, every figure with its unit.
+"""Render a plan dict (build.build_plan) as plain-text tables, every figure with its unit.
 
 Memory is printed as GB (1e9 bytes) and GiB (2^30 bytes); compute as FLOPs, PF-days
 (8.64e19 FLOPs), GPU-hours and days.
@@ -36,8 +36,8 @@ def model_text(m: dict) -> str:
         s = m["shape"]
         dec = f"+{s['n_decoder_layer'] or s['n_layer']}" if s["family"] == "seq2seq" else ""
         out.append(f"  layers {s['n_layer']}{dec}, d_model {s['d_model']}, heads {s['n_head']}, "
-                   f"kv heads {s['n_kv_head'] or s['n_head']}, ffn {s['ffn'] or 4 * s['d_model']} ({s['mlp']}), "
-                   f"vocab {s['vocab_size']}, context {s['context']}, {'tied' if s['tied'] else 'untied'} head")
+                   f"kv heads {s['n_kv_head'] or s['n_head']}, ffn {s['d_ff'] or 4 * s['d_model']} ({s['mlp']}), "
+                   f"vocab {s['vocab_size']}, context {s['max_seq_len']}, {'tied' if s['tied'] else 'untied'} head")
     rows = [[g, f"{v:,.0f}", f"{100 * v / p['total']:.1f}%"] for g, v in p.items() if g != "total" and v]
     rows.append(["total", f"{p['total']:,.0f} ({num(p['total'])})", "100%"])
     return "\n".join(out) + "\n" + table(["group", "parameters", "share"], rows)

@@ -184,7 +184,8 @@ def _check_same(old: dict, data: DataConfig, settings: Settings, sweep: Path) ->
 
 def prepare_sweep(sweep: Path, data: DataConfig, settings: Settings, progress: bool = True) -> dict:
     """Prepare DIR/data once (or check an existing sweep used the same corpus); returns the data meta."""
-    from llmcycle.data.prepare import load_meta, prepare
+    from llmcycle.data.prepare import prepare
+    from llmcycle.data.shards import load_meta
 
     sweep = Path(sweep)
     if (sweep / SWEEP_FILE).is_file():

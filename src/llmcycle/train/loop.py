@@ -1,4 +1,4 @@
-"""The training loop: one readable loop for 1 and N processes.
+"""The training loop: one readable loop for 1 and N processes, for pretraining and fine-tuning.
 
     for step in 0..total:  evaluate (every eval_every, and at the end) -> checkpoint -> [stop] ->
                            set lr -> accumulate gradients over micro-batches -> clip -> step -> log
@@ -6,13 +6,16 @@
 The global batch (sequences per optimizer step) is fixed by the config whatever the world size:
 each rank takes a disjoint slice of the same window ids and accumulates over micro-batches, so
 1 process x k micro-steps and k processes x 1 micro-step see the same data. Batches are a pure
-function of (seed, step), which is what makes `resume=True` continue bit for bit.
+function of (seed, step), which is what makes `resume=True` continue bit for bit. What is trained
+on comes from a `Batches` (`train/batches.py`): token windows for pretraining by default.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -20,229 +23,174 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from llmcycle import checkpoint, rundir
 from llmcycle.config import RunConfig
-from llmcycle.data.objectives import objective_for, raw_length
-from llmcycle.data.loader import TokenWindows, eval_ids, global_batch_ids, rank_share
-from llmcycle.data.mixture import open_windows, source_windows
-from llmcycle.data.prepare import load_meta
 from llmcycle.models import build_model
 from llmcycle.models.accounting import flops_per_token
-from llmcycle import checkpoint
-from llmcycle.rundir import data_dir, save_config, latest_checkpoint, metrics_path, remove_partial_checkpoints, weights_path
 from llmcycle.runtime import (autocast, destroy_distributed, init_distributed, is_main, matmul_peak_flops,
                               pick_device, print0, seed_everything, world)
+from llmcycle.train.batches import Batches, PretrainBatches
 from llmcycle.train.optim import build_optimizer, lr_at, set_lr
 from llmcycle.train.parallel import no_sync, wrap_model
-
-TIMING_STEPS = 5  # steps timed before a wall-clock budget is turned into a fixed step count
+from llmcycle.train.state import Budget, LoopState
 
 
 class NonFiniteLoss(RuntimeError):
     pass
 
 
-def _all_mean(x: torch.Tensor) -> torch.Tensor:
-    if dist.is_initialized():
-        dist.all_reduce(x, op=dist.ReduceOp.SUM)
-        x /= dist.get_world_size()
-    return x
-
-
-class Metrics:
-    """Append-only metrics.jsonl (rank 0 only), flushed every line so a killed run keeps its log."""
-
-    def __init__(self, path: Path, enabled: bool) -> None:
-        self.f = open(path, "a", encoding="utf-8") if enabled else None
-
-    def log(self, **row) -> None:
-        if self.f:
-            self.f.write(json.dumps(row) + "\n")
-            self.f.flush()
-
-    def close(self) -> None:
-        if self.f:
-            self.f.close()
-
-
-@torch.no_grad()
-def evaluate(model, windows: TokenWindows, batches: list, device, dtype: str, bytes_per_token: float,
-             objective=None, seed: int = 0) -> dict:
-    """Mean validation loss over a fixed sample of windows, and bits per byte (tokenizer-invariant;
-    meaningful for the causal objective, where every token is predicted)."""
-    objective = objective or objective_for("decoder")
-    generator = torch.Generator().manual_seed(seed)  # the same corruption at every evaluation
-    model.eval()
-    rank, _, ws = world()
-    total = torch.zeros(2, device=device)  # (sum of losses, count)
-    for ids in batches:
-        batch = windows.get(rank_share(ids, rank, ws) if len(ids) % ws == 0 else ids).to(device)
-        with autocast(device, dtype):
-            _, loss = model(**objective(batch, generator))
-        total += torch.stack([loss.float(), torch.ones((), device=device)])
-    model.train()
-    if dist.is_initialized():
-        dist.all_reduce(total)
-    loss = (total[0] / total[1]).item()
-    return {"val_loss": loss, "val_bpb": loss / math.log(2) / bytes_per_token}
-
-
-def _budget_steps(cfg: RunConfig, tokens_per_step: int) -> int | None:
-    t = cfg.train
-    candidates = []
-    if t.max_steps is not None:
-        candidates.append(t.max_steps)
-    if t.max_tokens is not None:
-        candidates.append(max(1, t.max_tokens // tokens_per_step))
-    return min(candidates) if candidates else None
-
-
-def _steps_for_time(cfg: RunConfig, state: dict, step_time: float, eval_time: float) -> int:
-    """Turn the wall-clock budget into a step count once a few steps have been timed."""
-    t = cfg.train
-    per_step = step_time + eval_time / t.eval_every
-    left = max(0.0, t.max_time - state["elapsed"])
-    total = state["step"] + int(left / per_step)
-    fixed = _budget_steps(cfg, state["tokens_per_step"])
-    total = min(total, fixed) if fixed is not None else total
-    if dist.is_initialized():  # every rank must agree on the schedule
-        tt = torch.tensor([total], dtype=torch.long)
-        dist.broadcast(tt, src=0)
-        total = int(tt.item())
-    return max(total, state["step"] + 1)
-
-
-def train(run: Path, cfg: RunConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train the model described by `cfg` on the shards in RUN/data. Returns the final loop state."""
+def train(run: Path, cfg: RunConfig, resume: bool = False, progress: bool = True, overwrite: bool = False,
+          batches=PretrainBatches, model: torch.nn.Module | None = None) -> LoopState:
+    """Train the model described by `cfg` in run directory `run` and save `cfg` as its config.json.
+    `batches(run, cfg)` makes the `Batches` to train on; `model` replaces `build_model(cfg.model)`
+    (e.g. a model wrapped with adapters). Returns the final loop state."""
     run, t = Path(run), cfg.train
     device = pick_device(t.device)
     owned = not dist.is_initialized()  # a caller's process group is left to the caller
     init_distributed(device, None if t.backend == "auto" else t.backend, t.dist_timeout, alone=t.strategy != "single")
-    rank, _, world_size = world()
     try:
-        return _train(run, cfg, t, device, rank, world_size, resume, progress)
+        with rundir.writer_lock(run, "train") if is_main() else contextlib.nullcontext():
+            return _train(run, cfg, device, resume, progress, overwrite, batches, model)
     finally:
         if owned:
             destroy_distributed()
 
 
-def _train(run, cfg, t, device, rank, world_size, resume, progress):
+def _train(run, cfg, device, resume, progress, overwrite, make_batches, model) -> LoopState:
+    t, (rank, _, world_size) = cfg.train, world()
     if t.threads:
         torch.set_num_threads(t.threads)
-    meta = load_meta(data_dir(run))
-    if meta["vocab_size"] > cfg.model.vocab_size:
-        raise ValueError(f"the tokenizer has {meta['vocab_size']} tokens but the model only {cfg.model.vocab_size}; "
-                         f"set --vocab-size >= {meta['vocab_size']}")
-    micro = t.micro_batch_size or t.batch_size // world_size
-    if t.batch_size % (world_size * micro):
-        raise ValueError(f"batch_size={t.batch_size} must be a multiple of world_size x micro_batch_size "
-                         f"= {world_size} x {micro}; change --batch-size or --micro-batch-size")
-    accum = t.batch_size // (world_size * micro)
-
+    micro, accum = _micro_batching(t, world_size)
+    data: Batches = make_batches(run, cfg)
     seed_everything(t.seed)
-    model = build_model(cfg.model).to(device)
-    if not resume and is_main():  # the config on disk is the one trained, once it is known to be valid
-        save_config(run, cfg)
-    # wrap before building the optimizer: FSDP replaces the parameters with sharded ones
-    wrapped = wrap_model(model, t.strategy, device, t.fsdp_shard, t.dtype)
-    optimizer = build_optimizer(model, t)
-    state = {"step": 0, "tokens": 0, "elapsed": 0.0, "total_steps": None, "tokens_per_step": t.batch_size * t.seq_len}
-    removed = remove_partial_checkpoints(run) if is_main() else []
-    if removed:
-        print0(f"removed incomplete checkpoint(s) from a killed run: {', '.join(removed)}")
-    if resume:
-        ckpt = latest_checkpoint(run)
-        if ckpt is None:
-            raise ValueError(f"--resume: no complete checkpoint in {run}/checkpoints; start without --resume")
-        state = checkpoint.load(ckpt, model, optimizer)  # any format, saved by any number of ranks
-        print0(f"resumed from {ckpt.name} (step {state['step']}, {state['tokens']:,} tokens)")
-        fixed = _budget_steps(cfg, state["tokens_per_step"])
-        if t.max_time is None and fixed != state["total_steps"]:
-            print0(f"budget changed: {state['total_steps']} -> {fixed} steps (the schedule stretches to match)")
-            state["total_steps"] = fixed
-    elif t.init_from:
-        checkpoint.load_weights(model, weights_path(Path(t.init_from)))
-        print0(f"initialised weights from {t.init_from} (fresh optimizer and schedule)")
-
-    objective = objective_for(cfg.model.family, {**meta["tokenizer"], "vocab_size": meta["vocab_size"]}, cfg.model)
-    window = raw_length(objective, t.seq_len) - 1  # TokenWindows(.., n) cuts n + 1 tokens; the decoder's n is seq_len
-    train_w = open_windows(data_dir(run), "train", window)  # a --mix mixture: weighted over its sources
-    val_w = open_windows(data_dir(run), "val", window)
-    val_batches = eval_ids(len(val_w), t.eval_batches, min(t.batch_size, len(val_w)), t.seed)
-    val_parts = {name: (w, eval_ids(len(w), t.eval_batches, min(t.batch_size, len(w)), t.seed))
-                 for name, w in source_windows(data_dir(run), "val", window).items()}  # per-source validation
-    bytes_per_token = meta["splits"]["val"]["text_bytes"] / meta["splits"]["val"]["tokens"]
+    model = (model or build_model(cfg.model)).to(device)
+    wrapped = wrap_model(model, t.strategy, device, t.fsdp_shard, t.dtype)  # before the optimizer: FSDP
+    optimizer = build_optimizer(model, t)  # replaces the parameters with sharded ones
+    state = _start(run, cfg, model, optimizer, resume, overwrite, data.tokens_per_step)
+    budget = Budget(t, state, resumed=resume)
     flops_tok = flops_per_token(cfg.model, t.seq_len, model)
-    peak = matmul_peak_flops(device)
-    if state["total_steps"] is None:  # a fresh run: the step/token budget now, the time budget after timing
-        state["total_steps"] = _budget_steps(cfg, state["tokens_per_step"])
-        state["timed"] = t.max_time is None
-    metrics = Metrics(metrics_path(run), is_main())
-    bar = tqdm(total=state["total_steps"], initial=state["step"], disable=not (progress and is_main()),
-               unit="step", dynamic_ncols=True)
-    step_times, eval_time, last_val = [], 0.0, None
-    resumed_at = state["step"] if resume else None
-    try:
+    log = _Log(run, state, progress, t.log_every, flops_tok, matmul_peak_flops(device))
+    val_sets = data.validation(rank, world_size)
+    resumed_at = state.step if resume else None
+    with log:
         while True:
-            step, total = state["step"], state["total_steps"]
-            last = total is not None and step >= total
+            step, last = state.step, budget.done()
             if step % t.eval_every == 0 or last:
                 t0 = time.perf_counter()
-                last_val = evaluate(model, val_w, val_batches, device, t.dtype, bytes_per_token, objective, t.seed)
-                for name, (w, ids) in val_parts.items():
-                    last_val[f"val_loss/{name}"] = evaluate(model, w, ids, device, t.dtype, bytes_per_token,
-                                                            objective, t.seed)["val_loss"]
-                eval_time = time.perf_counter() - t0
-                metrics.log(step=step, tokens=state["tokens"], **last_val)
-                if is_main() and progress:
-                    bar.write(f"step {step}: val loss {last_val['val_loss']:.4f}, {last_val['val_bpb']:.3f} bits/byte")
-                state["val"] = last_val
+                state.val = evaluate(model, val_sets, device, t.dtype, data.bytes_per_token)
+                budget.eval_time = time.perf_counter() - t0
+                log.evaluation(step, state)
             if (last or (step % t.ckpt_every == 0 and step > 0)) and step != resumed_at:
-                checkpoint.save(run, step, model, optimizer, state, t.keep_checkpoints, sharded=t.strategy != "single")
+                checkpoint.save(run, step, model, optimizer, state.to_dict(), t.keep_checkpoints,
+                                sharded=t.strategy != "single")
             if last:
                 break
+            set_lr(optimizer, lr := lr_at(step, state.total_steps or 10**9, t))
             t0 = time.perf_counter()
-            set_lr(optimizer, lr := lr_at(step, total or 10**9, t))
-            loss = _train_step(wrapped, optimizer, train_w, objective, step, micro, accum, t, device, rank, world_size)
-            if not math.isfinite(loss):
-                ckpt = latest_checkpoint(run)
-                raise NonFiniteLoss(
-                    f"loss became {loss} at step {step} (lr {lr:.3g}); training stopped. The last good checkpoint "
-                    f"is {ckpt or 'none (none was saved yet)'}. Lower --lr, raise --warmup-steps or use --grad-clip."
-                )
+            loss = _train_step(wrapped, optimizer, data, step, micro, accum, t, device, rank, world_size)
+            _check_finite(loss, step, lr, run)
             dt = time.perf_counter() - t0
-            state["step"] += 1
-            state["tokens"] += state["tokens_per_step"]
-            state["elapsed"] += dt
-            step_times.append(dt)
-            if not state.get("timed", True) and len(step_times) == TIMING_STEPS + 1:
-                state["total_steps"] = _steps_for_time(cfg, state, sum(step_times[1:]) / TIMING_STEPS, eval_time)
-                state["timed"] = True
-                bar.total = state["total_steps"]
-            tok_s = state["tokens_per_step"] / dt
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{flops_tok * tok_s / peak:.1%}", refresh=False)
-            if step % t.log_every == 0:
-                metrics.log(step=step, loss=loss, lr=lr, tokens=state["tokens"], tok_per_s=tok_s,
-                            mfu=flops_tok * tok_s / peak, elapsed=state["elapsed"])
-    finally:
-        bar.close()
-        metrics.close()
-    state["flops_per_token"] = flops_tok
+            state.step, state.tokens, state.elapsed = step + 1, state.tokens + state.tokens_per_step, state.elapsed + dt
+            if budget.after_step(dt):
+                log.bar.total = state.total_steps
+            log.training(step, state, loss, lr, dt)
+    state.flops_per_token = flops_tok
+    print0(f"stopped at step {state.step} by {state.stopped_by} "
+           f"({', '.join(f'{k}={v}' for k, v in state.budget.items() if v is not None)})")
     return state
 
 
-def _train_step(wrapped, optimizer, windows, objective, step, micro, accum, t, device, rank, world_size) -> float:
+def _micro_batching(t, world_size: int) -> tuple[int, int]:
+    """(sequences per forward pass per rank, micro-steps per optimizer step)."""
+    micro = t.micro_batch_size or t.batch_size // world_size
+    if micro < 1 or t.batch_size % (world_size * micro):
+        raise ValueError(f"batch_size={t.batch_size} must be a multiple of world_size x micro_batch_size "
+                         f"= {world_size} x {micro}; change --batch-size or --micro-batch-size")
+    return micro, t.batch_size // (world_size * micro)
+
+
+def _start(run: Path, cfg: RunConfig, model, optimizer, resume: bool, overwrite: bool,
+           tokens_per_step: int) -> LoopState:
+    """The loop state to start from: a checkpoint's (--resume), or fresh (weights from --init-from)."""
+    removed = rundir.remove_partial_checkpoints(run) if is_main() else []
+    if removed:
+        print0(f"removed incomplete checkpoint(s) from a killed run: {', '.join(removed)}")
+    if resume:
+        ckpt = rundir.latest_checkpoint(run)
+        if ckpt is None:
+            raise ValueError(f"--resume: no complete checkpoint in {rundir.checkpoints_dir(run)}; "
+                             "start without --resume")
+        state = LoopState.from_dict(checkpoint.load(ckpt, model, optimizer))  # any format, any world size
+        print0(f"resumed from {ckpt.name} (step {state.step}, {state.tokens:,} tokens)")
+        return state
+    old = rundir.list_checkpoints(run)
+    if old and not overwrite:
+        raise ValueError(f"{run} already holds checkpoints ({', '.join(p.name for p in old)}) of an earlier run; "
+                         "continue it with --resume, or start over with --overwrite (deletes them)")
+    if cfg.train.init_from:
+        checkpoint.load_weights(model, rundir.weights_path(Path(cfg.train.init_from)))
+        print0(f"initialised weights from {cfg.train.init_from} (fresh optimizer and schedule)")
+    if is_main():  # a fresh run: its own checkpoints, log and config.json (the config it trains)
+        for p in old:
+            shutil.rmtree(p)
+        rundir.metrics_path(run).unlink(missing_ok=True)
+        rundir.save_config(run, cfg)
+    if dist.is_initialized():
+        dist.barrier()
+    return LoopState(tokens_per_step=tokens_per_step)
+
+
+def _check_finite(loss: float, step: int, lr: float, run: Path) -> None:
+    if not math.isfinite(loss):
+        ckpt = rundir.latest_checkpoint(run)
+        raise NonFiniteLoss(
+            f"loss became {loss} at step {step} (lr {lr:.3g}); training stopped. The last good checkpoint "
+            f"is {ckpt or 'none (none was saved yet)'}. Lower --lr, raise --warmup-steps or use --grad-clip."
+        )
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+@torch.no_grad()
+def validation_loss(model, batches: list[dict], device, dtype: str) -> float:
+    """Mean loss over fixed batches (all ranks' shares averaged)."""
+    model.eval()
+    total = torch.zeros(2, device=device)  # (sum of losses, count)
+    for batch in batches:
+        with autocast(device, dtype):
+            _, loss = model(**_to(batch, device))
+        total += torch.stack([loss.float(), torch.ones((), device=device)])
+    model.train()
+    if dist.is_initialized():
+        dist.all_reduce(total)
+    return (total[0] / total[1]).item()
+
+
+def evaluate(model, val_sets: dict[str, list[dict]], device, dtype: str, bytes_per_token: float | None) -> dict:
+    """Validation loss of every set ("" is the whole validation split; others are a mixture's sources),
+    and bits per byte (tokenizer-invariant; meaningful for the causal objective)."""
+    out = {}
+    for name, batches in val_sets.items():
+        out[f"val_loss/{name}" if name else "val_loss"] = validation_loss(model, batches, device, dtype)
+    loss = out["val_loss"]
+    out = {"val_loss": loss, "val_bpb": loss / math.log(2) / bytes_per_token if bytes_per_token else None, **out}
+    return out
+
+
+def _train_step(wrapped, optimizer, data: Batches, step, micro, accum, t, device, rank, world_size) -> float:
     """One optimizer step over this rank's share of the global batch. Returns the global mean loss."""
-    ids = rank_share(global_batch_ids(step, t.batch_size, len(windows), t.seed), rank, world_size)
-    generator = torch.Generator().manual_seed(hash((t.seed, step, rank)) % 2**63)  # objective randomness
     total = torch.zeros((), device=device)
-    for i in range(accum):
-        batch = windows.get(ids[i * micro:(i + 1) * micro]).to(device)  # (micro, T+1)
+    for i, batch in enumerate(data.micro_batches(step, rank, world_size, micro, accum)):
         with no_sync(wrapped, sync=i == accum - 1), autocast(device, t.dtype):
-            _, loss = wrapped(**objective(batch, generator))
+            _, loss = wrapped(**_to(batch, device))
             (loss / accum).backward()
         total += loss.detach() / accum
-    loss = _all_mean(total).item()
+    if dist.is_initialized():
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        total /= world_size
+    loss = total.item()
     if not math.isfinite(loss):  # never step on a non-finite loss: the weights stay as they were
         optimizer.zero_grad(set_to_none=True)
         return loss
@@ -251,3 +199,42 @@ def _train_step(wrapped, optimizer, windows, objective, step, micro, accum, t, d
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return loss
+
+
+class _Log:
+    """metrics.jsonl (rank 0, flushed every line so a killed run keeps its log) and the progress bar."""
+
+    def __init__(self, run: Path, state: LoopState, progress: bool, every: int, flops_tok: float, peak: float) -> None:
+        self.f = open(rundir.metrics_path(run), "a", encoding="utf-8") if is_main() else None
+        self.bar = tqdm(total=state.total_steps, initial=state.step, disable=not (progress and is_main()),
+                        unit="step", dynamic_ncols=True)
+        self.progress, self.every, self.flops_tok, self.peak = progress, every, flops_tok, peak
+
+    def __enter__(self) -> "_Log":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.close()
+        if self.f:
+            self.f.close()
+
+    def _write(self, **row) -> None:
+        if self.f:
+            self.f.write(json.dumps(row) + "\n")
+            self.f.flush()
+
+    def evaluation(self, step: int, state: LoopState) -> None:
+        self._write(step=step, tokens=state.tokens, **state.val)
+        if is_main() and self.progress:
+            bpb = state.val.get("val_bpb")
+            self.bar.write(f"step {step}: val loss {state.val['val_loss']:.4f}"
+                           + (f", {bpb:.3f} bits/byte" if bpb is not None else ""))
+
+    def training(self, step: int, state: LoopState, loss: float, lr: float, dt: float) -> None:
+        tok_s = state.tokens_per_step / dt
+        mfu = self.flops_tok * tok_s / self.peak
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{tok_s:,.0f}", mfu=f"{mfu:.1%}", refresh=False)
+        if step % self.every == 0:
+            self._write(step=step, loss=loss, lr=lr, tokens=state.tokens, tok_per_s=tok_s, mfu=mfu,
+                        elapsed=state.elapsed)

@@ -1,6 +1,6 @@
-"""Assemble a whole plan as one JSON-ready dict (stable keys, schema `llmcycle.plan/1`, documented in
-docs/plan.md) and render it as text tables. Bytes are raw bytes in the dict; tables print GB (1e9)
-and GiB (2^30) side by side.
+"""Build a whole plan as one JSON-ready dict (stable keys, schema `llmcycle.plan/1`, documented in
+docs/plan.md): model, inference, training, compute and scaling sections. Bytes are raw bytes in the
+dict; `tables.py` renders it as text (GB and GiB side by side), `plot.py` as a PNG.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Settings:
     pp: int = 1
     sp: bool = False
     batch: int = 1  # micro-batch (sequences) per GPU
-    seq: int | None = None  # None: the model context
+    seq_len: int | None = None  # training sequence length; None: the run's seq_len, else the model's max_seq_len
     recompute: str = "none"
     flash: bool = True
     tokens: float | None = None
@@ -39,7 +39,7 @@ class Settings:
     max_epochs: float = 4.0
     law: str = "chinchilla"
     infer_batch: int = 1
-    infer_seq: int | None = None
+    infer_seq_len: int | None = None  # tokens in the KV cache; None: the model's max_seq_len
     reserve_gib: float = 1.0
     grad_dtype: str | None = None  # None: the training dtype; fp32: Megatron-LM / DeepSpeed fp32 gradients
 
@@ -57,8 +57,12 @@ class Settings:
             raise ValueError("--batch and --infer-batch must be >= 1")
 
 
+def _max_seq_len(info: ModelInfo) -> int | None:
+    return info.shape.max_seq_len if info.shape else None
+
+
 def _mem_kw(st: Settings, info: ModelInfo) -> dict:
-    return dict(dtype=st.dtype, optimizer=st.optimizer, tp=st.tp, pp=st.pp, batch=st.batch, seq=st.seq,
+    return dict(dtype=st.dtype, optimizer=st.optimizer, tp=st.tp, pp=st.pp, batch=st.batch, seq=st.seq_len,
                 recompute=st.recompute, flash=st.flash, sp=st.sp, grad_dtype=st.grad_dtype)
 
 
@@ -78,9 +82,9 @@ def inference_section(info: ModelInfo, st: Settings) -> dict:
             o = memory.INFERENCE_OVERHEAD * w
             m = {"weights": w, "kv_cache": None, "overhead": o, "total": w + o}
         else:
-            m = memory.inference_memory(info.shape, info.n_params, dt, st.infer_batch, st.infer_seq, st.tp)
+            m = memory.inference_memory(info.shape, info.n_params, dt, st.infer_batch, st.infer_seq_len, st.tp)
         rows[dt] = {f"{k}_bytes": v for k, v in m.items()} | {"fits": m["total"] <= cap}
-    return {"batch": st.infer_batch, "seq": st.infer_seq or (info.shape.context if info.shape else None), "tp": st.tp,
+    return {"batch": st.infer_batch, "seq": st.infer_seq_len or _max_seq_len(info), "tp": st.tp,
             "overhead_fraction": memory.INFERENCE_OVERHEAD, "kv_dtype": "bf16 (int8/int4 weights keep a 16-bit cache)",
             "gpu": st.gpu, "capacity_bytes": cap, "per_dtype": rows}
 
@@ -101,7 +105,7 @@ def training_section(info: ModelInfo, st: Settings) -> dict:
             min_gpus[strat][name] = None if n is None else n * st.tp * st.pp
     keep = ("dtype", "optimizer", "tp", "pp", "sp", "batch", "recompute", "flash")
     settings = {k: v for k, v in asdict(st).items() if k in keep}
-    settings.update(grad_dtype=st.grad_dtype or st.dtype, dp=dp, gpus=st.gpus, seq=st.seq or (info.shape.context if info.shape else None),
+    settings.update(grad_dtype=st.grad_dtype or st.dtype, dp=dp, gpus=st.gpus, seq=st.seq_len or _max_seq_len(info),
                     highlighted_strategy=st.strategy, activations_known=info.shape is not None)
     return {"settings": settings, "gpu": st.gpu, "capacity_bytes": cap, "per_device": per, "min_gpus": min_gpus}
 
@@ -110,8 +114,8 @@ def compute_section(info: ModelInfo, st: Settings) -> dict | None:
     if st.tokens is None:
         return None
     f6 = compute.training_flops(info.n_params, st.tokens, info.family)
-    seq = st.seq or (info.shape.context if info.shape else None)
-    fa = compute.flops_per_token(info.shape, seq) * st.tokens if info.shape else None
+    seq_len = st.seq_len or _max_seq_len(info)
+    fa = compute.flops_per_token(info.shape, seq_len) * st.tokens if info.shape else None
     out = {"tokens": st.tokens, "tokens_per_param": st.tokens / info.n_params, "flops_6nd": f6,
            "flops_with_attention": fa, "mfu": st.mfu, "gpu": st.gpu, "gpus": st.gpus, "price_per_gpu_hour": st.price}
     out.update(compute.run_cost(f6, st.gpu, st.gpus, compute.peak_dtype(st.gpu, st.dtype), st.mfu, st.price))
@@ -148,8 +152,8 @@ def scaling_section(info: ModelInfo, st: Settings) -> dict | None:
 
 def build_plan(info: ModelInfo, st: Settings) -> dict:
     st.validate()
-    if st.seq is None and info.train_seq:
-        st.seq = info.train_seq
+    if st.seq_len is None and info.train_seq_len:
+        st.seq_len = info.train_seq_len
     units = {"bytes": "B", "GB": GB, "GiB": GIB, "flops": "FLOPs", "pf_day_flops": compute.PF_DAY}
     return {"schema": SCHEMA, "units": units, "model": model_section(info), "inference": inference_section(info, st),
             "training": training_section(info, st), "compute": compute_section(info, st),
