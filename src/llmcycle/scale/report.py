@@ -125,6 +125,7 @@ def plots(res: dict, out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     key = PARAM_KEYS[res["params"]]
     pts, minima = res["points"], res["approach2"]["minima"]
@@ -160,6 +161,7 @@ def plots(res: dict, out: Path) -> None:
     ax.plot(cg, [optimum(c, "chinchilla")[0] for c in cg], "C0-", alpha=0.5, label="Chinchilla's own fit N_opt(C)")
     ax.set(xscale="log", yscale="log", xlabel="training compute C (FLOPs)", ylabel="compute-optimal N",
            title="Compute-optimal frontier")
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "frontier.png", dpi=110)
