@@ -59,9 +59,13 @@ class DecoderLM(nn.Module):
         Returns (logits (B, T|1, V), loss or None)."""
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
+        check = pos is not None  # default positions end at start + T - 1: checked here, without a device sync
         if pos is None:
+            if start + T > self.cfg.max_seq_len:
+                raise ValueError(f"position {start + T - 1} is past the model context ({self.cfg.max_seq_len} tokens); "
+                                 "shorten the input or use left truncation")
             pos = torch.arange(start, start + T, device=idx.device)
-        x, rope = self.embed(idx, pos)  # (B, T, C)
+        x, rope = self.embed(idx, pos, check=check)  # (B, T, C)
         # Training and a first prefill use SDPA's causal kernel; a single decode step sees every
         # cached key; anything else (padding, a chunk after a cached prefix) needs an explicit mask.
         mask = causal_mask(start, T, start + T, pad, idx.device) if pad is not None or (start and T > 1) else None

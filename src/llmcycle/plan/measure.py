@@ -45,7 +45,7 @@ def predicted(case: Case) -> dict:
     sh = from_config(case.config())
     n = param_groups(sh)["total"]
     states = model_state_bytes(n, "fp32", case.optimizer)
-    act = llmcycle_activation_bytes(sh, case.seq_len, case.batch, 4)
+    act = llmcycle_activation_bytes(sh, case.seq_len, case.batch, 4, case.config().recompute)
     return {"params": n, "flops": step_flops(sh, case.batch, case.seq_len), "weights": states["weights"],
             "grads": states["grads"], "optimizer": states["optimizer"], "activations": act["total"],
             "peak": states["total"] + act["total"]}

@@ -249,7 +249,8 @@ def smallest_dp(n_params: float, shape: ModelShape | None, capacity: float, *, s
     return dp
 
 
-def llmcycle_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el: float = 4) -> dict:
+def llmcycle_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el: float = 4,
+                              recompute: str = "none") -> dict:
     """What PyTorch autograd keeps for llmcycle's decoder (models/layers.py) in eager fp32, derived by
     listing the saved tensors (torch.autograd.graph.saved_tensors_hooks) and checked in
     tests/test_plan_measure.py; the CPU/fp32 counterpart of Korthikanti's 16-bit table:
@@ -258,7 +259,11 @@ def llmcycle_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el
         (rope), the output and a fp32 logsumexp (4 b H s); no s x s scores
       MLP: gated 4 e sbf (gate|up, silu output, product); else 2 e sbf; dropout p=0 keeps nothing
       head: fp32 log-softmax output 4 sbV for the loss, plus at the start of backward the caller's logits
-        (e sbV) and two sbV fp32 gradient buffers (nll and log-softmax backward): `transient`."""
+        (e sbV) and two sbV fp32 gradient buffers (nll and log-softmax backward): `transient`.
+    recompute (ModelConfig.recompute, models/layers.py): "full" keeps each block's input (e sbh) and
+      reruns the block in backward, where one block's activations live again (the transient is the
+      larger of that and the head's); "selective" keeps the block input and the outputs of every
+      matmul (qkv, o, up, down) and of attention (its output and logsumexp), rerunning the rest."""
     if sh.family == "seq2seq":
         raise ValueError("llmcycle's encoder-decoder activations are not derived yet; use activation_bytes (Korthikanti)")
     e, s, b = bytes_per_el, seq, batch
@@ -268,8 +273,18 @@ def llmcycle_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el
     if sh.pos_emb == "rope":
         attn += e * sb * (sh.q_dim + sh.kv_dim)
     mlp = e * sb * sh.ffn * (4 if sh.gated else 2)
-    layers = sh.n_layer * (2 * norm + attn + mlp)
+    layer = 2 * norm + attn + mlp
+    recompute = _norm("recompute", recompute, RECOMPUTE, {})
+    if recompute == "full":
+        layers = sh.n_layer * e * sb * sh.d_model
+    elif recompute == "selective":
+        mm_out = sh.q_dim + 2 * sh.kv_dim + sh.d_model + sh.ffn * (2 if sh.gated else 1) + sh.d_model
+        layers = sh.n_layer * (e * sb * (sh.d_model + mm_out + sh.q_dim) + 4 * b * sh.n_head * s)
+    else:
+        layers = sh.n_layer * layer
     tables = 2 * 4 * s * sh.hd if sh.pos_emb == "rope" else 0
     saved = layers + norm + 4 * sb * sh.vocab_size + tables + 16 * sb  # + final norm, log-softmax, rope tables, ids
     transient = e * sb * sh.vocab_size + 2 * 4 * sb * sh.vocab_size
+    if recompute == "full":
+        transient = max(transient, layer)
     return {"saved": saved, "transient": transient, "total": saved + transient}
