@@ -46,6 +46,8 @@ def test_run_writes_complete_report(lifecycle_run):
     summary = json.loads((out / "summary.json").read_text())
     report = (out / "report.md").read_text()
     assert f"{summary['params']:,}" in report and "bits per byte" in report
+    assert "## How the model was sized" in report and summary["sizing"]["rule"].startswith("Chinchilla")
+    assert summary["sizing"]["params"] == summary["params"]  # the compute-optimal ladder model was trained
     for setting in ("greedy", "temperature 0.8, top-k 50", "temperature 1, top-p 0.9"):
         assert f"### {setting}" in report
     assert summary["tokens_per_param"] == pytest.approx(summary["tokens"] / summary["params"])

@@ -27,6 +27,7 @@ VERBS = [
     ("fill-mask", "llmcycle.inference.cli:fill_mask", "the top-k candidates for each <mask> in a text (encoder runs)"),
     ("eval", "llmcycle.evaluation.cli", "zero/one/few-shot evaluation on a task (metric per shot count)"),
     ("serve", "llmcycle.serve.cli", "OpenAI-compatible server (completions, chat, streaming) with a playground"),
+    ("scale", "llmcycle.scale.cli", "scaling-law lab: IsoFLOP sweep of runs, Chinchilla's fits (docs/scale.md)"),
 ]
 
 

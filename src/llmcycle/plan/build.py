@@ -43,10 +43,11 @@ class Settings:
     reserve_gib: float = 1.0
     lora_rank: int | None = None  # also plan fine-tuning: full vs LoRA at this rank, one GPU
     lora_targets: tuple[str, ...] | None = None  # None: memory.LORA_TARGETS
+    grad_dtype: str | None = None  # None: the training dtype; fp32: Megatron-LM / DeepSpeed fp32 gradients
 
     def validate(self) -> None:
         self.gpu = get_gpu(self.gpu).name  # canonical name: "h100" -> "h100-80gb"
-        memory.model_state_bytes_per_param(self.dtype, self.optimizer)
+        memory.model_state_bytes_per_param(self.dtype, self.optimizer, self.grad_dtype)
         self.strategy = memory.strategy_name(self.strategy)
         if self.gpus < 1:
             raise ValueError(f"--gpus must be >= 1, got {self.gpus}")
@@ -64,7 +65,7 @@ def _max_seq_len(info: ModelInfo) -> int | None:
 
 def _mem_kw(st: Settings, info: ModelInfo) -> dict:
     return dict(dtype=st.dtype, optimizer=st.optimizer, tp=st.tp, pp=st.pp, batch=st.batch, seq=st.seq_len,
-                recompute=st.recompute, flash=st.flash, sp=st.sp)
+                recompute=st.recompute, flash=st.flash, sp=st.sp, grad_dtype=st.grad_dtype)
 
 
 def model_section(info: ModelInfo) -> dict:
@@ -106,7 +107,7 @@ def training_section(info: ModelInfo, st: Settings) -> dict:
             min_gpus[strat][name] = None if n is None else n * st.tp * st.pp
     keep = ("dtype", "optimizer", "tp", "pp", "sp", "batch", "recompute", "flash")
     settings = {k: v for k, v in asdict(st).items() if k in keep}
-    settings.update(dp=dp, gpus=st.gpus, seq=st.seq_len or _max_seq_len(info),
+    settings.update(grad_dtype=st.grad_dtype or st.dtype, dp=dp, gpus=st.gpus, seq=st.seq_len or _max_seq_len(info),
                     highlighted_strategy=st.strategy, activations_known=info.shape is not None)
     out = {"settings": settings, "gpu": st.gpu, "capacity_bytes": cap, "per_device": per, "min_gpus": min_gpus}
     if st.lora_rank:

@@ -61,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--gpu", default="a100-80gb", help=f"one of {', '.join(GPUS)} (default a100-80gb)")
     h.add_argument("--gpus", type=int, default=8, help="GPUs in the fleet (default 8)")
     h.add_argument("--dtype", default="bf16", help="training precision: fp32, or bf16/fp16 mixed with fp32 master (default bf16)")
+    h.add_argument("--grad-dtype", choices=memory.GRAD_DTYPES, default=None,
+                   help="gradient precision: fp32 as Megatron-LM/DeepSpeed accumulate them (default: the training dtype)")
     h.add_argument("--optimizer", default="adamw", help=f"one of {', '.join(memory.OPTIMIZER_STATE_BYTES)} (default adamw)")
     h.add_argument("--zero", type=int, choices=(0, 1, 2, 3), help="highlight ZeRO stage (0 = plain DDP); all are tabulated")
     h.add_argument("--strategy", help="or name it: ddp, zero1, zero2, zero3, fsdp-full, fsdp-grad-op")
@@ -124,7 +126,8 @@ def make_plan(args) -> dict:
                   tokens=args.tokens, budget_flops=_budget(args), mfu=args.mfu, price=args.price,
                   unique_tokens=args.unique_tokens, max_epochs=args.max_epochs, law=args.law,
                   infer_batch=args.infer_batch, infer_seq_len=args.infer_seq_len, reserve_gib=args.reserve_gib,
-                  lora_rank=args.lora_rank, lora_targets=tuple(args.lora_targets) if args.lora_targets else None)
+                  lora_rank=args.lora_rank, lora_targets=tuple(args.lora_targets) if args.lora_targets else None,
+                  grad_dtype=args.grad_dtype)
     return build_plan(info, st)
 
 

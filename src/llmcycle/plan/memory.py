@@ -80,20 +80,44 @@ def inference_memory(s: ModelShape, n_params: float, dtype: str = "bf16", batch:
 # ------------------------------------------------------------------ training: model states
 
 
-def model_state_bytes_per_param(dtype: str = "bf16", optimizer: str = "adamw") -> dict:
+def model_state_bytes_per_param(dtype: str = "bf16", optimizer: str = "adamw", grad_dtype: str | None = None) -> dict:
     """Bytes per parameter for weights, gradients and optimizer.
 
     fp32: 4 + 4 + states. Mixed precision (bf16/fp16) as in ZeRO (Rajbhandari et al. 2020, sec. 3.1):
-    16-bit weights (2) and gradients (2), optimizer K = fp32 master copy (4) + states; K = 12 for Adam."""
+    16-bit weights (2) and gradients (2), optimizer K = fp32 master copy (4) + states; K = 12 for Adam.
+    `grad_dtype`: the gradients' precision (`grad_bytes_per_param`); None: the training dtype."""
     dtype = _norm("training dtype", DTYPE_ALIASES.get(dtype, dtype), TRAIN_DTYPES, {})
     opt = _norm("optimizer", optimizer, tuple(OPTIMIZER_STATE_BYTES), OPTIMIZER_ALIASES)
     w = dtype_bytes(dtype)
     master = 0 if dtype == "fp32" else MASTER_COPY_BYTES
-    return {"weights": w, "grads": w, "optimizer": master + OPTIMIZER_STATE_BYTES[opt]}
+    return {"weights": w, "grads": grad_bytes_per_param(dtype, grad_dtype), "optimizer": master + OPTIMIZER_STATE_BYTES[opt]}
+
+
+# ------------------------------------------------------------------ gradient precision (added for issue 15)
+
+
+GRAD_DTYPES = ("fp32", "bf16", "fp16")
+
+
+def grad_bytes_per_param(dtype: str = "bf16", grad_dtype: str | None = None) -> float:
+    """Bytes of one gradient. None: the training dtype (ZeRO's accounting, PyTorch autocast/FSDP with
+    param dtype = reduce dtype). "fp32": Megatron-LM accumulates and all-reduces gradients in a fp32
+    `main_grad` buffer (--accumulate-allreduce-grads-in-fp32, the default with bf16) and DeepSpeed's
+    bf16 optimizer keeps fp32 gradient accumulation: with bf16 weights and Adam that is 2 + 4 + 12 =
+    18 bytes/param instead of ZeRO's 16 (Megatron-LM docs, distributed optimizer: "bf16 param, fp32
+    grads": 18, or 6 + 12/d sharded)."""
+    dtype = DTYPE_ALIASES.get(dtype, dtype)
+    if grad_dtype is None:
+        return dtype_bytes(dtype)
+    g = _norm("gradient dtype", DTYPE_ALIASES.get(grad_dtype, grad_dtype), GRAD_DTYPES, {})
+    if dtype_bytes(g) < dtype_bytes(dtype):
+        raise ValueError(f"--grad-dtype {grad_dtype} is narrower than the training dtype {dtype}; "
+                         f"gradients are kept at least at the weights' precision (choose {dtype} or fp32)")
+    return dtype_bytes(g)
 
 
 def model_state_bytes(n_params: float, dtype: str = "bf16", optimizer: str = "adamw", strategy: str | int = "ddp",
-                      dp: int = 1, tp: int = 1, pp: int = 1) -> dict:
+                      dp: int = 1, tp: int = 1, pp: int = 1, grad_dtype: str | None = None) -> dict:
     """Per-device weights/grads/optimizer bytes. Tensor and pipeline parallelism split the model
     tp x pp ways; ZeRO then shards over the data-parallel degree dp (ZeRO paper, Figure 1):
     ZeRO-1 the optimizer states, ZeRO-2 (= FSDP SHARD_GRAD_OP) also gradients, ZeRO-3
@@ -102,7 +126,7 @@ def model_state_bytes(n_params: float, dtype: str = "bf16", optimizer: str = "ad
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer number of GPUs, got {v!r}")
     stage = STRATEGIES.index(strategy_name(strategy))
-    per = model_state_bytes_per_param(dtype, optimizer)
+    per = model_state_bytes_per_param(dtype, optimizer, grad_dtype)
     psi = n_params / (tp * pp)
     shard = {"optimizer": stage >= 1, "grads": stage >= 2, "weights": stage >= 3}
     out = {k: per[k] * psi / (dp if shard[k] else 1) for k in ("weights", "grads", "optimizer")}
@@ -194,10 +218,11 @@ def activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el: float =
 
 def training_memory(n_params: float, shape: ModelShape | None = None, *, dtype: str = "bf16", optimizer: str = "adamw",
                     strategy: str | int = "ddp", dp: int = 1, tp: int = 1, pp: int = 1, batch: int = 1,
-                    seq: int | None = None, recompute: str = "none", flash: bool = True, sp: bool = False) -> dict:
+                    seq: int | None = None, recompute: str = "none", flash: bool = True, sp: bool = False,
+                    grad_dtype: str | None = None) -> dict:
     """Per-device training bytes: model states (sharded as the strategy says) + activations for a
     micro-batch of `batch` sequences of `seq` tokens (0 when no shape is known)."""
-    states = model_state_bytes(n_params, dtype, optimizer, strategy, dp, tp, pp)
+    states = model_state_bytes(n_params, dtype, optimizer, strategy, dp, tp, pp, grad_dtype)
     act = 0.0
     if shape is not None:
         e = dtype_bytes(dtype)

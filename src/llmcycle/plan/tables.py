@@ -58,7 +58,7 @@ def training_text(tr: dict) -> str:
     mixed = " mixed precision (fp32 master)" if s["dtype"] != "fp32" else ""
     attn = "flash attention (no s x s scores stored)" if s["flash"] else "scores stored"
     head = (f"Training memory per GPU: {s['gpus']} GPUs = dp {s['dp']} x tp {s['tp']} x pp {s['pp']}, {s['dtype']}{mixed}, "
-            f"{s['optimizer']}, micro-batch {s['batch']} x {s['seq']} tokens, recompute {s['recompute']}, {attn}"
+            f"{s['grad_dtype']} gradients, {s['optimizer']}, micro-batch {s['batch']} x {s['seq']} tokens, recompute {s['recompute']}, {attn}"
             f"{', sequence parallel' if s['sp'] else ''}")
     if not s["activations_known"]:
         head += "\n  (activations unknown: no model shape; give --preset/--hf-config/dims for them)"
