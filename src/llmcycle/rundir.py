@@ -11,6 +11,8 @@
     RUN/eval/TASK.json              per-example evaluation results                 (llmcycle eval)
     RUN/tokenizer_config.json, generation_config.json, chat_template.jinja, import.json
                                     prompt conventions of an imported model        (llmcycle import)
+    RUN/finetune.json, adapter.safetensors   a fine-tune's settings and results; LoRA adapters alone
+    RUN/.lock                       held by the one process writing the run (train, prepare, finetune)
     RUN/finetune.json               data, method, LoRA settings; at the end the measured result  (llmcycle finetune)
     RUN/adapter.safetensors         a LoRA fine-tune's adapter tensors alone        (llmcycle finetune)
 
