@@ -205,8 +205,12 @@ def dcp_dir(ckpt: Path) -> Path:
 def read_state(ckpt: Path) -> dict:
     path = state_path(ckpt)
     if not path.is_file():
-        raise ValueError(f"{path} is missing: {ckpt} is not a complete checkpoint")
-    return json.loads(path.read_text(encoding="utf-8"))
+        raise ValueError(f"{path} is missing: {ckpt} is not a complete checkpoint; resume from an earlier one "
+                         "or start over with --overwrite")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); resume from an earlier checkpoint") from e
 
 
 def load_model(run: Path, device="cpu"):
