@@ -19,7 +19,7 @@ import torch
 from llmcycle.config import ModelConfig
 from llmcycle.data.tokenizer import byte_tokenizer
 from llmcycle.evaluation.adapters import llmcycle_adapter
-from llmcycle.evaluation.icl import EvalConfig, evaluate
+from llmcycle.evaluation.icl import EvalConfig, evaluate_task
 from llmcycle.evaluation.tasks import load_task, task_names
 from llmcycle.models import build_model
 
@@ -51,7 +51,7 @@ def main() -> None:
             cfg = EvalConfig(shots=[args.shots], limit=args.limit, batch_size=b, max_new_tokens=args.max_new_tokens)
             try:
                 t0 = time.perf_counter()
-                res = evaluate(task, adapter, cfg, data_dir=args.data_dir)
+                res = evaluate_task(task, adapter, cfg, data_dir=args.data_dir)
                 rates.append(args.limit / (time.perf_counter() - t0))
             except ValueError as e:
                 print(f"| {name} | skipped: {e} |")

@@ -14,7 +14,7 @@ from conftest import tiny_model
 from llmcycle.data.tokenizer import byte_tokenizer
 from llmcycle.evaluation.adapters import llmcycle_adapter
 from llmcycle.evaluation.hf_adapters import hf_adapter
-from llmcycle.evaluation.icl import EvalConfig, Setting, evaluate
+from llmcycle.evaluation.icl import EvalConfig, evaluate_task
 from llmcycle.evaluation.tasks import Task
 from llmcycle.inference.sampling import SamplingConfig
 from llmcycle.models import build_model
@@ -156,7 +156,7 @@ def hf_t5(tok, tmp_path_factory):
 
 
 def test_hf_causal_loglikelihood_and_batched_generation(hf_causal):
-    assert hf_causal.kind == "causal" and hf_causal.context == 128
+    assert hf_causal.kind == "causal" and hf_causal.max_seq_len == 128
     got = hf_causal.loglikelihood(PAIRS)
     for (ctx, cont), (lp, n, _) in zip(PAIRS, got):
         c_ids = hf_causal.encode(ctx)
@@ -206,7 +206,7 @@ def _write_tasks(tmp_path):
 
 def test_evaluate_choice_task_matches_explicit_ranking(decoder, tok, tmp_path):
     choice, _ = _write_tasks(tmp_path)
-    res = evaluate(choice, decoder, EvalConfig(shots=[0, 2], batch_size=3, seed=1))
+    res = evaluate_task(choice, decoder, EvalConfig(shots=[0, 2], batch_size=3, seed=1))
     assert [c["column"] for c in res["columns"]] == ["loglik/0-shot", "loglik/2-shot"]
     for col in res["records"].values():
         for rec in col:
@@ -220,17 +220,20 @@ def test_evaluate_choice_task_matches_explicit_ranking(decoder, tok, tmp_path):
             assert rec["prompt_tokens"] == len(ctx) and not rec["overflow"]
     acc = [sum(r["score"]["accuracy"] for r in col) / len(col) for col in res["records"].values()]
     assert [c["accuracy"] for c in res["columns"]] == pytest.approx(acc)
-    again = evaluate(choice, decoder, EvalConfig(shots=[0, 2], batch_size=1, seed=1))
+    again = evaluate_task(choice, decoder, EvalConfig(shots=[0, 2], batch_size=1, seed=1))
     assert [c["accuracy"] for c in again["columns"]] == [c["accuracy"] for c in res["columns"]]
     with pytest.raises(ValueError, match="pool has only 7"):
-        evaluate(choice, decoder, EvalConfig(shots=[8]))
+        evaluate_task(choice, decoder, EvalConfig(shots=[8]))
 
 
 def test_evaluate_generation_sweep_is_reproducible(decoder, tmp_path):
     _, gen = _write_tasks(tmp_path)
-    cfg = EvalConfig(shots=[0, 1], limit=4, seed=5, batch_size=2, settings=[Setting(), Setting(1.0, top_p=0.9)])
-    a, b = evaluate(gen, decoder, cfg), evaluate(gen, decoder, cfg)
-    strip = lambda r: [{k: v for k, v in c.items() if k not in ("seconds", "examples_per_s")} for c in r["columns"]]
+    cfg = EvalConfig(shots=[0, 1], limit=4, seed=5, batch_size=2,
+                     settings=[SamplingConfig(), SamplingConfig(1.0, top_p=0.9)])
+    a, b = evaluate_task(gen, decoder, cfg), evaluate_task(gen, decoder, cfg)
+    def strip(r):
+        return [{k: v for k, v in c.items() if k not in ("seconds", "examples_per_s")} for c in r["columns"]]
+
     assert strip(a) == strip(b) and a["records"] == b["records"]
     assert [c["column"] for c in a["columns"]] == ["greedy/0-shot", "greedy/1-shot", "t=1,p=0.9/0-shot",
                                                    "t=1,p=0.9/1-shot"]
@@ -279,19 +282,20 @@ def test_eval_command_writes_json_and_table(tok, tmp_path, capsys):
 
 
 def test_cut_completion_stop_strings_and_settings():
-    from llmcycle.evaluation.adapters import cut_completion, stop_hit
+    from llmcycle.evaluation.interface import cut_completion, stop_hit
     from llmcycle.evaluation.icl import SWEEP
 
     dec = lambda ids: "".join(map(chr, ids))  # noqa: E731
     assert cut_completion([10, 65, 66, 10, 67], dec, set(), ["\n"]) == ("AB", 5)  # leading newline is not the end
     assert cut_completion([65, 0, 66], dec, {0}, []) == ("A", 1)
     assert not stop_hit("\n\nabc", ["\n"]) and stop_hit("\nab\nc", ["\n"])
-    assert [s.name for s in SWEEP] == ["greedy", "t=0.7,k=40", "t=1,p=0.9", "t=1.5,p=0.9"]
-    assert Setting.parse("t=0.7,k=40") == Setting(0.7, top_k=40) and Setting.parse("greedy") == Setting()
+    assert [s.describe(short=True) for s in SWEEP] == ["greedy", "t=0.7,k=40", "t=1,p=0.9", "t=1.5,p=0.9"]
+    assert SamplingConfig.parse("t=0.7,k=40") == SamplingConfig(0.7, top_k=40)
+    assert SamplingConfig.parse("greedy") == SamplingConfig()
     with pytest.raises(ValueError, match="bad setting"):
-        Setting.parse("temp=1")
+        SamplingConfig.parse("temp=1")
     with pytest.raises(ValueError, match="temperature must be >= 0"):
-        Setting.parse("t=-1")
+        SamplingConfig.parse("t=-1")
 
 
 CHAT = ("{% for m in messages %}<|bos|>{{ m['role'] }}\n{{ m['content'] }}<|eos|>\n{% endfor %}"

@@ -63,12 +63,12 @@ def test_cached_and_uncached_generation_agree(model):
 
 def test_fixed_shape_step_equals_forward():
     """DecoderLM.step (slot-addressed cache, mask over every slot) gives forward's logits, padding included."""
-    from llmcycle.inference.generate import _left_pad
+    from llmcycle.inference.batching import left_pad
     from llmcycle.inference.kv_cache import KVCache
 
     torch.manual_seed(0)
     m = build_model(tiny_model(n_kv_head=2)).eval()  # rope + GQA
-    idx, pad, pos = _left_pad([[1, 2, 3, 4, 5], [7, 8]], 0, "cpu")
+    idx, pad, pos = left_pad([[1, 2, 3, 4, 5], [7, 8]], 0, "cpu")
     pad = torch.cat([pad, torch.zeros(2, 6, dtype=torch.bool)], 1)  # (B, 11): the slots to come
     a, b = (KVCache(2, 2, 2, 8, 11, "cpu", torch.float32) for _ in range(2))
     with torch.inference_mode():
@@ -115,7 +115,9 @@ def test_batched_generation_equals_one_prompt_at_a_time(model):
 
 def test_one_seed_gives_one_text_and_other_seeds_differ(model):
     tok = byte_tokenizer()
-    cfg = lambda seed: GenerationConfig(max_new_tokens=40, sampling=SamplingConfig(temperature=1.5), seed=seed)
+    def cfg(seed):
+        return GenerationConfig(max_new_tokens=40, sampling=SamplingConfig(temperature=1.5), seed=seed)
+
     a = generate(model, tok, ["hello"], cfg(7))[0].text
     assert a == generate(model, tok, ["hello"], cfg(7))[0].text
     assert any(generate(model, tok, ["hello"], cfg(s))[0].text != a for s in (8, 9, 10))

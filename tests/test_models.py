@@ -47,19 +47,19 @@ def test_causality_future_tokens_do_not_change_past_logits():
 
 
 def test_left_padded_batch_matches_unpadded_rows():
-    from llmcycle.inference.generate import _all_pos, _left_pad
+    from llmcycle.inference.batching import left_pad, positions
 
     torch.manual_seed(0)
     cfg = tiny_model(n_kv_head=2)
     model = build_model(cfg).eval()
     prompts = [[5, 6, 7, 8, 9, 10], [11, 12]]
-    idx, pad, pos = _left_pad(prompts, 0, "cpu")
+    idx, pad, pos = left_pad(prompts, 0, "cpu")
     with torch.no_grad():
         batched, _ = model(idx, pos=pos, pad=pad)
         for i, p in enumerate(prompts):
             alone, _ = model(torch.tensor([p]))
             torch.testing.assert_close(batched[i, -len(p):], alone[0], atol=1e-5, rtol=0)
-    assert _all_pos(pad).tolist() == pos.tolist()
+    assert positions(pad).tolist() == pos.tolist()
 
 
 def test_loss_is_cross_entropy_and_ignores_minus_100():

@@ -23,8 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 import torch.nn as nn
 from safetensors import safe_open
+from safetensors.torch import load_file, save_file, save_model
+from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
+                                                     set_model_state_dict, set_optimizer_state_dict, set_state_dict)
+from torch.distributed.fsdp import FSDPModule
 
 from llmcycle import rundir
 from llmcycle.atomic import abort_dir, atomic_write_text, begin_dir, commit_dir, temp_dir_for
@@ -78,8 +83,6 @@ def tied_names(model: nn.Module) -> dict[str, list[str]]:
 
 
 def is_fsdp(model: nn.Module) -> bool:
-    from torch.distributed.fsdp import FSDPModule
-
     return isinstance(model, FSDPModule)
 
 
@@ -123,9 +126,6 @@ def load_weights(model: nn.Module, path: Path) -> None:
 
 
 def _load_weights_fsdp(model: nn.Module, path: Path) -> None:
-    from safetensors.torch import load_file
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
     full = load_file(str(path))
     for kept, dropped in tied_names(model).items():  # the file holds a tied tensor once: give it every name
         group = [kept, *dropped]
@@ -142,8 +142,6 @@ def save_weights(model: nn.Module, path: Path, full: dict[str, torch.Tensor] | N
     """model.safetensors for the unwrapped model: each tied tensor once under its first sorted name,
     the dropped names in the metadata (what `safetensors.torch.save_model` writes). `full`: the
     tensors gathered from a sharded model."""
-    from safetensors.torch import save_file, save_model
-
     if full is None:
         return save_model(model, str(path))
     full, metadata = dict(full), {}
@@ -221,9 +219,6 @@ def _write_common(tmp: Path, state: dict, rng_file: Path) -> None:
 
 
 def _save_sharded(final: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
-
     if is_main():
         begin_dir(final)
     _barrier()
@@ -271,8 +266,6 @@ def load(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None =
             raise ValueError(f"{path} holds the optimizer of another model (different parameter groups): the "
                              "checkpoint was saved with a different config; resume the run it came from")
         if is_fsdp(model):
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
             set_optimizer_state_dict(model, optimizer, by_name(model, optimizer, saved),
                                      options=StateDictOptions(full_state_dict=True))
         else:
@@ -283,10 +276,6 @@ def load(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None =
 
 def _load_sharded(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
     """DCP reshards: each rank reads the pieces of the saved shards that overlap what it holds now."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import (get_model_state_dict, get_state_dict, set_model_state_dict,
-                                                         set_state_dict)
-
     no_dist = not dist.is_initialized()
     if optimizer is None:
         model_sd = get_model_state_dict(model)

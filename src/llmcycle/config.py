@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from llmcycle.atomic import atomic_write_text
+
 FAMILIES = ("decoder", "encoder", "seq2seq")
 # Options that only one family reads; setting one under another family is a mistake we name.
 FAMILY_OPTIONS = {
@@ -268,8 +270,6 @@ class RunConfig:
         return asdict(self)
 
     def save(self, path: str | Path) -> None:
-        from llmcycle.atomic import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod

@@ -216,8 +216,8 @@ def read_state(ckpt: Path) -> dict:
 def load_model(run: Path, device="cpu"):
     """Rebuild the model of a run directory and load its newest weights; eval mode.
     Returns (model, RunConfig)."""
-    from llmcycle.checkpoint import load_weights  # torch only when a model is loaded
-    from llmcycle.models import build_model
+    from llmcycle.checkpoint import load_weights  # torch only when a model is loaded: rundir stays torch-free
+    from llmcycle.models import build_model  # (the same reason)
 
     cfg = load_config(run)
     model = build_model(cfg.model).to(device)

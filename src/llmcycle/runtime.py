@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import resource
 import time
+from datetime import timedelta
 
 
 import numpy as np
@@ -68,8 +70,6 @@ def init_distributed(device: torch.device, backend: str | None = None, timeout_s
     long a collective waits for a rank that hangs or died, so a run stops instead of hanging."""
     if dist.is_initialized() or (world()[2] == 1 and not alone):
         return dist.is_initialized()
-    from datetime import timedelta
-
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     if backend == "nccl" and device.type != "cuda":
         raise ValueError(f"backend nccl needs CUDA devices but the device is {device}; use --backend gloo")
@@ -114,6 +114,4 @@ def matmul_peak_flops(device: torch.device, dtype: torch.dtype = torch.float32) 
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process in MiB (Linux reports KiB)."""
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -6,14 +6,25 @@
     llmcycle eval --run RUN --task sst2 --chat     (prompts as user turns of the chat template)
     llmcycle eval --task my_task.json ...          (a task file: see docs/eval.md)
 
-Writes OUT/<task>.json (per example: prompt, completion, reference, score) and OUT/<task>.md
-(table + side by side), OUT = RUN/eval unless --out is given; prints the table.
+Writes the task's JSON results (per example: prompt, completion, reference, score) and a Markdown
+page beside it (table + side by side) into the run's eval folder (`rundir.eval_path`), or into --out;
+prints the table. The sampling flags (--temperature, --top-k, --top-p) are the ones every decoding
+verb shares (`inference/cli.add_generation_arguments`), with the same defaults (greedy).
 """
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from llmcycle.evaluation.icl import SWEEP, EvalConfig, evaluate_task
+from llmcycle.evaluation.results import results_path, side_by_side, table, write
+from llmcycle.evaluation.tasks import SHIPPED, load_task
+from llmcycle.inference.cli import QUANTIZE, add_generation_arguments, sampling_config
+from llmcycle.inference.config import SamplingConfig
+
+# GenerationConfig fields eval does not take: answer length and stop strings come from the task,
+# --seed seeds the exemplars too, and --compile is eval's own (llmcycle decoder runs only)
+NOT_EVAL = ("max_new_tokens", "seed", "num_samples", "truncate", "use_cache", "stop_at_eos", "compile", "stop")
 
 
 def _shots(text: str) -> list[int]:
@@ -47,15 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (None: torch's choice; on a busy machine 1 can be much faster)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--quantize", choices=["int8", "int4"], default=None,
+    p.add_argument("--quantize", choices=QUANTIZE, default=None,
                    help="llmcycle runs: weight-only int8/int4 linear layers (faster on a CPU, approximate)")
     p.add_argument("--compile", action="store_true",
                    help="llmcycle decoder runs: generate through the compiled decoding step (compiles once, ~20-50 s)")
+    add_generation_arguments(p, skip=NOT_EVAL)
     g = p.add_argument_group("generation (generate tasks)")
     g.add_argument("--max-new-tokens", type=int, default=None, help="answer length (None: the task's)")
-    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=None, help="sample among the k most likely tokens")
-    g.add_argument("--top-p", type=float, default=None, help="nucleus sampling mass")
     g.add_argument("--sweep", action="store_true",
                    help="score under greedy and temperature 0.7 (top-k 40), 1.0 and 1.5 (top-p 0.9)")
     g.add_argument("--settings", nargs="+", default=None, metavar="SETTING",
@@ -63,10 +72,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from llmcycle.evaluation.adapters import load_adapter
-    from llmcycle.evaluation.icl import SWEEP, EvalConfig, Setting, evaluate
-    from llmcycle.evaluation.report import side_by_side, table, write
-    from llmcycle.evaluation.tasks import SHIPPED, load_task
+    from llmcycle.evaluation.adapters import load_adapter  # torch: only when the verb runs
 
     if args.list_tasks:
         for name, d in SHIPPED.items():
@@ -79,25 +85,24 @@ def run(args) -> int:
     if args.hf is not None and args.out is None:
         raise ValueError("--hf has no run directory to write into: give --out DIR")
     if args.settings:
-        settings = [Setting.parse(s) for s in args.settings]
+        settings = [SamplingConfig.parse(s) for s in args.settings]
     elif args.sweep:
         settings = list(SWEEP)
     else:
-        settings = [Setting(args.temperature, args.top_k, args.top_p)]
+        settings = [sampling_config(args)]
     task = load_task(args.task)
     cfg = EvalConfig(shots=args.shots, limit=args.limit, seed=args.seed, batch_size=args.batch_size,
                      settings=settings, max_new_tokens=args.max_new_tokens, progress=not args.quiet)
     if args.threads is not None:
         if args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        import torch
+        import torch  # torch-free until here (`--list-tasks` and argument errors stay fast)
 
         torch.set_num_threads(args.threads)
     adapter = load_adapter(run=args.run, hf=args.hf, device=args.device, dtype=args.dtype, chat=args.chat,
                            system=args.system, quantize=args.quantize, compile=args.compile)
-    result = evaluate(task, adapter, cfg, data_dir=args.data_dir)
-    out = Path(args.out) if args.out else Path(args.run) / "eval"
-    js, md = write(result, out, args.show)
+    result = evaluate_task(task, adapter, cfg, data_dir=args.data_dir)
+    js, md = write(result, results_path(task.name, run=args.run, out=args.out), args.show)
     print(f"{task.name}: {result['model']}, context {result['context']}\n")
     print(table(result))
     if args.show:

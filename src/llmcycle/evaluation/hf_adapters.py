@@ -1,4 +1,4 @@
-"""Hugging Face models behind the evaluation's adapter interface (see `adapters.py`):
+"""Hugging Face models behind the evaluation's adapter interface (see `interface.py`):
 `HFCausalAdapter` (`AutoModelForCausalLM`) and `HFSeq2SeqAdapter` (`AutoModelForSeq2SeqLM`), from a
 local folder or a hub name when online; `hf_adapter` loads one. transformers is imported lazily.
 """
@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import torch
 
-from llmcycle.evaluation.adapters import (Adapter, _chunks_by_budget, causal_loglikelihood, cut_completion, pad_rows,
-                                          split_continuation, stop_hit)
-from llmcycle.inference.sampling import SamplingConfig
+from llmcycle.evaluation.interface import Adapter, cut_completion, stop_hit
+from llmcycle.evaluation.scoring import causal_loglikelihood, score_spans, split_continuation
+from llmcycle.inference.batching import pad_rows
+from llmcycle.inference.config import SamplingConfig
+
+EMPTY = "empty continuation: a choice's answer text encodes to no tokens"
 
 
 def _hf_sampling_config(model, tok, max_new_tokens: int, sampling: SamplingConfig):
     """A complete transformers GenerationConfig (the model's own defaults, e.g. top_k=50, never leak in)."""
-    from transformers import GenerationConfig
+    from transformers import GenerationConfig  # optional heavy dependency: only when an HF model is evaluated
 
     base = model.generation_config
     kw = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=base.eos_token_id,
@@ -28,7 +31,8 @@ def _hf_sampling_config(model, tok, max_new_tokens: int, sampling: SamplingConfi
 
 
 def _stop_criteria(tok, start: int, stop: list[str]):
-    from transformers import StoppingCriteria, StoppingCriteriaList
+    """transformers stopping criteria: a row ends once its new text holds a stop string (`stop_hit`)."""
+    from transformers import StoppingCriteria, StoppingCriteriaList  # optional heavy dependency, as above
 
     class StopStrings(StoppingCriteria):
         """Per row: True once the new text contains a stop string."""
@@ -51,7 +55,7 @@ class _HF(Adapter):
         limits = [n for n in limits if isinstance(n, int) and n > 0]
         if isinstance(tok.model_max_length, int) and tok.model_max_length < 1_000_000:
             limits.append(tok.model_max_length)
-        self.context = min(limits) if limits else None
+        self.max_seq_len = min(limits) if limits else None
         self.stop_ids = {i for i in _as_list(model.generation_config.eos_token_id) if i is not None} | \
             ({tok.eos_token_id} if tok.eos_token_id is not None else set())
 
@@ -68,7 +72,8 @@ class _HF(Adapter):
         return self.tok.decode(ids, skip_special_tokens=True)
 
     def _generate(self, rows: list[list[int]], max_new_tokens, sampling, stop, seed, strip: int):
-        ids, mask = pad_rows(rows, self.tok.pad_token_id, left=True)
+        ids, real = pad_rows(rows, self.tok.pad_token_id, left=True)
+        mask = real.long()  # attention_mask: 1 at real tokens
         gen = _hf_sampling_config(self.model, self.tok, max_new_tokens, sampling)
         start = ids.shape[1] if strip < 0 else strip
         with torch.random.fork_rng(devices=[]), torch.inference_mode():
@@ -108,8 +113,8 @@ class HFCausalAdapter(_HF):
         rows = [self.encode(p)[-room:] if room else self.encode(p) for p in prompts]
         return self._generate(rows, max_new_tokens, sampling, stop, seed, strip=-1)
 
-    def _forward(self, idx, attn):
-        return self.model(input_ids=idx, attention_mask=attn.long()).logits
+    def _forward(self, idx, real):
+        return self.model(input_ids=idx, attention_mask=real.long()).logits
 
     def loglikelihood(self, pairs):
         if self.chat:
@@ -118,8 +123,8 @@ class HFCausalAdapter(_HF):
             rows = [split_continuation(self.encode(c), self.encode(c + x), lambda x=x: self.encode(x, False))
                     for c, x in pairs]
         if any(not cont for _, cont in rows):
-            raise ValueError("empty continuation: a choice's answer text encodes to no tokens")
-        return causal_loglikelihood(self._forward, rows, self.context, self.tok.pad_token_id,
+            raise ValueError(EMPTY)
+        return causal_loglikelihood(self._forward, rows, self.max_seq_len, self.tok.pad_token_id,
                                     self.model.config.vocab_size, self.device)
 
 
@@ -127,10 +132,10 @@ class HFSeq2SeqAdapter(_HF):
     kind = "seq2seq"
 
     def prompt_budget(self, max_new_tokens: int) -> int | None:
-        return self.context
+        return self.max_seq_len
 
     def _inputs(self, texts):
-        return [self.encode(t)[-self.context:] if self.context else self.encode(t) for t in texts]
+        return [self.encode(t)[-self.max_seq_len:] if self.max_seq_len else self.encode(t) for t in texts]
 
     def generate(self, prompts, max_new_tokens, sampling, stop, seed=None):
         # the decoder's output starts with decoder_start_token_id: skip it
@@ -140,24 +145,21 @@ class HFSeq2SeqAdapter(_HF):
         srcs = self._inputs([c for c, _ in pairs])
         tgts = [self.encode(x.lstrip(), False) for _, x in pairs]
         if any(not t for t in tgts):
-            raise ValueError("empty continuation: a choice's answer text encodes to no tokens")
-        out: list[tuple[float, int, bool] | None] = [None] * len(pairs)
-        for group in _chunks_by_budget([len(t) for t in tgts], self.model.config.vocab_size):
-            ids, mask = pad_rows([srcs[i] for i in group], self.tok.pad_token_id, left=False)
-            labels, _ = pad_rows([tgts[i] for i in group], -100, left=False)
-            with torch.inference_mode():
-                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                    labels=labels.to(self.device)).logits
-            for r, i in enumerate(group):
-                lp = logits[r, :len(tgts[i])].float().log_softmax(-1).cpu()
-                tgt = torch.tensor(tgts[i])
-                out[i] = (float(lp.gather(1, tgt[:, None]).sum()), len(tgt), bool((lp.argmax(-1) == tgt).all()))
-        return out
+            raise ValueError(EMPTY)
+
+        def forward(group: list[int]) -> torch.Tensor:
+            ids, real = pad_rows([srcs[i] for i in group], self.tok.pad_token_id, left=False)
+            labels, _ = pad_rows([tgts[i] for i in group], -100, left=False)  # the model shifts them right itself
+            return self.model(input_ids=ids.to(self.device), attention_mask=real.long().to(self.device),
+                              labels=labels.to(self.device)).logits
+
+        spans = [[(0, t)] for t in tgts]
+        return [s[0] for s in score_spans(forward, [len(t) for t in tgts], self.model.config.vocab_size, spans)]
 
 
 def hf_adapter(path_or_name: str, device: str = "cpu", dtype: str = "float32") -> Adapter:
     """A Hugging Face model from a local folder (or a hub name, when online)."""
-    try:
+    try:  # optional heavy dependency: imported only when an HF model is evaluated
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
     except ImportError:
         raise ValueError("--hf needs the `transformers` package: pip install 'llmcycle[hf]'") from None

@@ -1,13 +1,15 @@
 """In-context learning evaluation: a task at several shot counts and generation settings.
 
-    evaluate(task, adapter, EvalConfig(shots=[0, 1, 5], settings=[greedy, ...]))
+    evaluate_task(task, adapter, EvalConfig(shots=[0, 1, 5], settings=[SamplingConfig(), ...]))
       for each setting x shot count ("column"):
         prompts  <- PromptBuilder (seeded exemplars, never the item; fitted to the context)
         choice   -> log-likelihood of every label word; prediction = the best (mean or sum per token)
         generate -> completions in batches (sorted by length, left-padded); scored by the metric
       -> {"task", "model", "columns": [summary...], "records": {column: [per-example record...]}}
 
-A choice task has no decoding settings: it is scored once per shot count, whatever `settings` says.
+A setting is a `SamplingConfig`; its column label is `describe(short=True)` ('greedy',
+'t=0.7,k=40'), which `SamplingConfig.parse` reads back. A choice task has no decoding settings:
+it is scored once per shot count, whatever `settings` says.
 Per-example records keep the rendered prompt, its length in tokens, the exemplars used, the
 completion (or the label-word log-likelihoods), the reference and the score.
 """
@@ -18,51 +20,18 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+from tqdm.auto import tqdm
+
 from llmcycle.evaluation import metrics
-from llmcycle.evaluation.adapters import Adapter
+from llmcycle.evaluation.interface import Adapter
 from llmcycle.evaluation.prompts import Prompt, PromptBuilder
 from llmcycle.evaluation.tasks import Task
-from llmcycle.inference.sampling import SamplingConfig
-
-
-@dataclass
-class Setting:
-    """One way of decoding: greedy (temperature 0) or sampled with temperature / top-k / top-p."""
-
-    temperature: float = 0.0
-    top_k: int | None = None
-    top_p: float | None = None
-
-    def __post_init__(self) -> None:
-        self.sampling()  # validates
-
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
-
-    @property
-    def name(self) -> str:
-        """The column label, the form `parse` reads: 'greedy' or 't=0.7,k=40'."""
-        return self.sampling().describe(short=True)
-
-    @classmethod
-    def parse(cls, text: str) -> "Setting":
-        """'greedy' or 't=0.7,k=40' / 't=1.0,p=0.9' (t temperature, k top-k, p top-p)."""
-        text = text.strip()
-        if text == "greedy":
-            return cls()
-        kw = {}
-        names = {"t": "temperature", "k": "top_k", "p": "top_p"}
-        for part in filter(None, text.split(",")):
-            key, sep, value = part.partition("=")
-            if not sep or key.strip() not in names:
-                raise ValueError(f"bad setting {text!r}: write 'greedy' or e.g. 't=0.7,k=40' or 't=1.0,p=0.9'")
-            key = names[key.strip()]
-            kw[key] = int(value) if key == "top_k" else float(value)
-        return cls(**kw)
+from llmcycle.inference.config import SamplingConfig
 
 
 # The sweep: greedy, then temperature 0.7 / 1.0 / 1.5 with top-k or top-p.
-SWEEP = [Setting(), Setting(0.7, top_k=40), Setting(1.0, top_p=0.9), Setting(1.5, top_p=0.9)]
+SWEEP = [SamplingConfig(), SamplingConfig(0.7, top_k=40), SamplingConfig(1.0, top_p=0.9),
+         SamplingConfig(1.5, top_p=0.9)]
 
 
 @dataclass
@@ -71,7 +40,7 @@ class EvalConfig:
     limit: int | None = None  # the first N items (None: all)
     seed: int = 0  # exemplar draws and sampling
     batch_size: int = 8  # prompts per forward pass
-    settings: list[Setting] = field(default_factory=lambda: [Setting()])
+    settings: list[SamplingConfig] = field(default_factory=lambda: [SamplingConfig()])  # greedy
     max_new_tokens: int | None = None  # None: the task's own
     progress: bool = False
 
@@ -110,8 +79,6 @@ def _batches(order: list[int], size: int) -> list[list[int]]:
 
 
 def _bar(total: int, enabled: bool, desc: str):
-    from tqdm.auto import tqdm
-
     return tqdm(total=total, disable=not enabled, desc=desc, unit="ex", leave=False, dynamic_ncols=True)
 
 
@@ -141,12 +108,12 @@ def _score_choice(task: Task, adapter: Adapter, items: list[dict], prompts: list
 
 
 def _score_generate(task: Task, adapter: Adapter, items: list[dict], prompts: list[Prompt], cfg: EvalConfig,
-                    setting: Setting, max_new: int, bar) -> list[dict]:
+                    setting: SamplingConfig, max_new: int, bar) -> list[dict]:
     records: list[dict] = [{} for _ in items]
     order = sorted(range(len(items)), key=lambda i: -(prompts[i].tokens or 0))  # similar lengths batch together
     for b, batch in enumerate(_batches(order, cfg.batch_size)):
         seed = None if setting.temperature == 0 else cfg.seed * 1_000_003 + b
-        outs = adapter.generate([prompts[i].text for i in batch], max_new, setting.sampling(), task.stop, seed)
+        outs = adapter.generate([prompts[i].text for i in batch], max_new, setting, task.stop, seed)
         for i, text in zip(batch, outs):
             refs = task.reference_texts(items[i])
             if task.metric == "rouge":
@@ -159,7 +126,7 @@ def _score_generate(task: Task, adapter: Adapter, items: list[dict], prompts: li
     return records
 
 
-def evaluate(task: Task, adapter: Adapter, cfg: EvalConfig, data_dir=None) -> dict:
+def evaluate_task(task: Task, adapter: Adapter, cfg: EvalConfig, data_dir=None) -> dict:
     """Run `task` at every shot count and setting of `cfg`; return the summary and per-example records."""
     items, pool, pool_is_items = task.load(data_dir)
     items = items[:cfg.limit] if cfg.limit else items
@@ -171,14 +138,14 @@ def evaluate(task: Task, adapter: Adapter, cfg: EvalConfig, data_dir=None) -> di
         if len(settings) > 1 or settings[0].temperature != 0:
             warnings.warn(f"task {task.name!r} ranks label words by log-likelihood: decoding settings do not apply",
                           stacklevel=2)
-        settings = [Setting()]
+        settings = [SamplingConfig()]
         names = ["loglik"]
         max_new = max(adapter.count_tokens(c) for c in task.continuations(items[0]))
     else:
         if not adapter.can_generate:
             raise ValueError(f"task {task.name!r} needs generation, which a {adapter.describe()} model cannot do; "
                              "choose a choice task (sst2, agnews)")
-        names = [s.name for s in settings]
+        names = [s.describe(short=True) for s in settings]
         max_new = cfg.max_new_tokens or task.max_new_tokens
     budget = adapter.prompt_budget(max_new)
     n_cols = len(settings) * len(cfg.shots)
@@ -214,7 +181,7 @@ def evaluate(task: Task, adapter: Adapter, cfg: EvalConfig, data_dir=None) -> di
             columns.append(summary)
             records[summary["column"]] = recs
     bar.close()
-    return {"task": task.to_dict(), "model": adapter.describe(), "context": adapter.context,
+    return {"task": task.to_dict(), "model": adapter.describe(), "context": adapter.max_seq_len,
             "config": {"shots": cfg.shots, "limit": cfg.limit, "seed": cfg.seed, "batch_size": cfg.batch_size,
                        "max_new_tokens": max_new if task.kind == "generate" else None,
                        "settings": names},

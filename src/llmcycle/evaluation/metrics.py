@@ -28,7 +28,7 @@ _NUMBER = re.compile(r"-?\$?\d[\d,]*(?:\.\d+)?")
 @lru_cache(maxsize=1)
 def _scorer():
     try:
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer  # optional dependency (the `eval` extra)
     except ImportError:
         raise ValueError("ROUGE needs the `rouge-score` package: pip install 'llmcycle[eval]'") from None
     return rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)

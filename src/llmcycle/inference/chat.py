@@ -11,7 +11,7 @@ between is encoded normally. Special strings inside a message's content stay pla
 such strings in the content the ids equal `apply_chat_template(..., tokenize=True)`; the tokenizer's
 own bos is never added (the template writes it when the model wants it, as in Hugging Face).
 
-The run directory carries the template (`chat_template.jinja`) and the prompt conventions
+The run directory carries the template (`rundir.CHAT_TEMPLATE`) and the prompt conventions
 (`tokenizer_config.json`: add_bos_token, role tokens; `generation_config.json`: extra stop ids), as
 `llmcycle import` writes them; `prompt_style` reads them.
 """
@@ -51,7 +51,7 @@ def prompt_style(run: Path, tok) -> PromptStyle:
 
 
 def _raise(message: str):
-    from jinja2.exceptions import TemplateError
+    from jinja2.exceptions import TemplateError  # jinja2 (not a declared dependency): only to render a template
 
     raise TemplateError(message)
 
@@ -61,7 +61,7 @@ def render(style: PromptStyle, messages: list[dict], add_generation_prompt: bool
     if not style.template:
         raise ValueError("this model has no chat template (import an instruction-tuned model, "
                          "or prompt it without --chat)")
-    from jinja2.ext import loopcontrols
+    from jinja2.ext import loopcontrols  # jinja2 (not a declared dependency): only to render a template
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])

@@ -5,40 +5,14 @@
     top_p = p             -> keep the smallest set of most likely tokens whose mass reaches p
                              (always at least one token)
 Filters apply in that order (temperature, top-k, top-p), as in Hugging Face and litgpt.
+`SamplingConfig` (the settings, torch-free) lives in `config.py`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass
-class SamplingConfig:
-    temperature: float = 1.0  # 0 = greedy
-    top_k: int | None = None
-    top_p: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-
-    def describe(self, short: bool = False) -> str:
-        """'greedy', or 'temperature 0.7, top-k 40'; short: 't=0.7,k=40' (evaluation column labels)."""
-        if self.temperature == 0:
-            return "greedy"
-        t, k, p, sep = ("t=", "k=", "p=", ",") if short else ("temperature ", "top-k ", "top-p ", ", ")
-        parts = [f"{t}{self.temperature:g}"]
-        if self.top_k:
-            parts.append(f"{k}{self.top_k}")
-        if self.top_p:
-            parts.append(f"{p}{self.top_p:g}")
-        return sep.join(parts)
+from llmcycle.inference.config import SamplingConfig
 
 
 def filter_top_k(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -18,11 +18,11 @@ from typing import Callable
 import torch
 
 from llmcycle.data.objectives import TokenRoles, split_spans
+from llmcycle.inference.batching import right_pad
+from llmcycle.inference.config import GenerationConfig, SamplingConfig
+from llmcycle.inference.decoding import Completion, completions, decode_loop, seeded_generator, text_watcher
 from llmcycle.inference.fill_mask import encode_marked, replace_markers
-from llmcycle.inference.generate import (Completion, GenerationConfig, completions, decode_loop,
-                                         seeded_generator, text_watcher)
 from llmcycle.inference.kv_cache import KVCache
-from llmcycle.inference.sampling import SamplingConfig
 
 NO_INPUT = "seq2seq generation needs an input: give the text to transform (mark spans to fill with <mask>)"
 
@@ -30,17 +30,6 @@ NO_INPUT = "seq2seq generation needs an input: give the text to transform (mark 
 def encode_input(tok, text: str) -> list[int]:
     """Input text -> encoder ids, the k-th `<mask>` becoming sentinel k."""
     return encode_marked(tok, text, itertools.cycle(tok.sentinel_ids or [tok.mask_id]))
-
-
-def _right_pad(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """-> idx (B, S), pad (B, S) True at padding (None if no row is padded)."""
-    S = max(len(r) for r in rows)
-    idx = torch.full((len(rows), S), pad_id, dtype=torch.long, device=device)
-    for i, r in enumerate(rows):
-        idx[i, :len(r)] = torch.tensor(r, device=device)
-    lengths = torch.tensor([len(r) for r in rows], device=device)
-    pad = torch.arange(S, device=device)[None, :] >= lengths[:, None]
-    return idx, pad if bool(pad.any()) else None
 
 
 @torch.inference_mode()
@@ -57,7 +46,7 @@ def generate_seq2seq_ids(model, inputs: list[list[int]], max_new_tokens: int, sa
     model.eval()
     cfg, device = model.cfg, next(model.parameters()).device
     ends = _row_ends(inputs, sentinel_ids, eos_id, device)  # (B, 2) or the plain eos_id
-    src, src_pad = _right_pad(inputs, pad_id, device)  # (B, S)
+    src, src_pad = right_pad(inputs, pad_id, device)  # (B, S)
     B = src.shape[0]
     memory_kv = model.cross_kv(model.encode(src, src_pad))  # once per input: dec_layers x (k, v)
     max_new_tokens = min(max_new_tokens, cfg.max_seq_len)  # decoder positions 0 .. max_new_tokens-1 are fed
@@ -90,16 +79,16 @@ def _row_ends(inputs: list[list[int]], sentinel_ids: list[int] | None, eos_id: i
     return torch.tensor([[-1 if eos_id is None else eos_id, a] for a in after], device=device)
 
 
-def _encode_inputs(tok, prompts: list[str], context: int, truncate: str) -> list[list[int]]:
+def _encode_inputs(tok, prompts: list[str], max_seq_len: int, truncate: str) -> list[list[int]]:
     rows = []
     for p in prompts:
         ids = encode_input(tok, p)
         if not ids:
             raise ValueError(NO_INPUT)
-        if len(ids) > context and truncate != "left":
-            raise ValueError(f"input is {len(ids)} tokens but the encoder's context is {context}; "
-                             f"shorten it or pass --truncate left to keep its last {context} tokens")
-        rows.append(ids[-context:])
+        if len(ids) > max_seq_len and truncate != "left":
+            raise ValueError(f"input is {len(ids)} tokens but the encoder's context is {max_seq_len}; "
+                             f"shorten it or pass --truncate left to keep its last {max_seq_len} tokens")
+        rows.append(ids[-max_seq_len:])
     return rows
 
 

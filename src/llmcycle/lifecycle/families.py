@@ -15,6 +15,7 @@ from llmcycle.data.objectives import option, raw_length_for, seq2seq_lengths
 from llmcycle.inference.fill_mask import fill_mask, filled_text
 from llmcycle.inference.generate import GenerationConfig
 from llmcycle.inference.sampling import SamplingConfig
+from llmcycle.models.accounting import stack_params
 
 MASKED_PROMPTS = [
     "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) <mask> fibonacci(n - 2)\n",
@@ -62,8 +63,6 @@ def evaluation_line(family: str, val: dict) -> str:
 
 
 def stack_line(model) -> str | None:
-    from llmcycle.models.accounting import stack_params
-
     s = stack_params(model)
     if not (s["encoder"] and s["decoder"]):
         return None

@@ -23,7 +23,7 @@ def read_metrics(run: Path) -> tuple[list[dict], list[dict]]:
 
 
 def plot_loss(run: Path, out: Path) -> None:
-    import matplotlib
+    import matplotlib  # only when a plot is drawn: a slow import the report's readers do not need
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -7,17 +7,21 @@ numbers, so the model is the single source of truth.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 import torch.nn as nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
-from llmcycle.config import ModelConfig
+from llmcycle.config import FAMILIES, FAMILY_OPTIONS, ModelConfig
+from llmcycle.data.objectives import seq2seq_lengths
+from llmcycle.models import build_model
 
 GROUPS = ("embedding", "position", "attention", "mlp", "norm", "head")
 
 
 def meta_model(cfg: ModelConfig) -> nn.Module:
-    from llmcycle.models import build_model
-
     with torch.device("meta"):
         return build_model(cfg)
 
@@ -78,8 +82,6 @@ def seq2seq_forward_flops(cfg: ModelConfig, seq_len: int, model: nn.Module) -> i
     """Forward FLOPs of one span-corruption example: the encoder and the cross-attention key/value
     projections see its S input tokens, the rest of the decoder its T target tokens; attention
     scores cost 4 H D per (query, key) pair: S x S encoder, T x T decoder, T x S cross."""
-    from llmcycle.data.objectives import seq2seq_lengths
-
     S, T = seq2seq_lengths(cfg, seq_len)
     linear = sum(m.weight.numel() * (S if name.startswith("encoder.") or name.endswith("cross_attn.kv_proj") else T)
                  for name, m in model.named_modules() if isinstance(m, nn.Linear))
@@ -102,10 +104,6 @@ def flops_per_token(cfg: ModelConfig, seq_len: int, model: nn.Module | None = No
 
 def family_costs(cfg: ModelConfig, seq_len: int) -> dict[str, dict[str, int]]:
     """Parameters and training FLOPs per token of all three families at cfg's width and depth."""
-    import dataclasses
-
-    from llmcycle.config import FAMILIES, FAMILY_OPTIONS
-
     unset = {name: None for names in FAMILY_OPTIONS.values() for name in names}
     out = {}
     for family in FAMILIES:
@@ -122,9 +120,6 @@ def measure_flops(model: nn.Module, idx: torch.Tensor, targets: torch.Tensor | N
 
     SDPA runs on its math backend here: the fused CPU flash kernel is invisible to the counter,
     which would silently drop the attention-score FLOPs."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
-
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         _, loss = model(idx, targets=targets, **inputs)
         if backward:

@@ -25,9 +25,12 @@ import contextlib
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from llmcycle.checkpoint import is_fsdp
+from llmcycle.runtime import DTYPES
 
 STRATEGIES = ("single", "ddp", "fsdp")
 FSDP_SHARDS = ("full", "grad_op")
@@ -64,11 +67,6 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
 
 def shard_model(model: nn.Module, device: torch.device, fsdp_shard: str = "full", dtype: str = "float32") -> nn.Module:
     """FSDP2: `fully_shard` each block, then the root (embedding, tied head, final norm)."""
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-    from llmcycle.runtime import DTYPES
-
     if fsdp_shard not in FSDP_SHARDS:
         raise ValueError(f"fsdp_shard={fsdp_shard!r} is not valid; choose one of {', '.join(FSDP_SHARDS)}")
     mesh = init_device_mesh(device.type, (dist.get_world_size(),))

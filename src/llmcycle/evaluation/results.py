@@ -1,5 +1,6 @@
-"""Reporting an evaluation: the table (one column per shot count), a side-by-side view of a few
-examples, and the files `OUT/<task>.json` (everything, per example) and `OUT/<task>.md`.
+"""An evaluation's results: the table (one column per shot count), a side-by-side view of a few
+examples, and the files: the task's JSON (everything, per example; `rundir.eval_path(run, task)` in a
+run, the same name in an --out folder) and a Markdown page beside it (table + side by side).
 """
 
 from __future__ import annotations
@@ -7,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from llmcycle import rundir
 from llmcycle.atomic import atomic_write_text
 
 _LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
@@ -74,12 +76,21 @@ def side_by_side(result: dict, n: int = 3, width: int = 160) -> str:
     return "\n".join(out)
 
 
-def write(result: dict, out_dir: str | Path, show: int = 3) -> tuple[Path, Path]:
-    """OUT/<task>.json (all records) and OUT/<task>.md (table + side-by-side); returns both paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def results_path(task: str, run: str | Path | None = None, out: str | Path | None = None) -> Path:
+    """Where a task's JSON results go: `rundir.eval_path(run, task)`, or the same file name in `out`."""
+    if out is None:
+        if run is None:
+            raise ValueError("no run directory to write the results into: give --out DIR")
+        return rundir.eval_path(Path(run), task)
+    return Path(out) / rundir.eval_path(Path(), task).name
+
+
+def write(result: dict, json_path: str | Path, show: int = 3) -> tuple[Path, Path]:
+    """json_path (all records) and the Markdown page beside it (table + side-by-side); returns both paths."""
+    js = Path(json_path)
+    md = js.with_suffix(".md")
+    js.parent.mkdir(parents=True, exist_ok=True)
     name = result["task"]["name"]
-    js, md = out / f"{name}.json", out / f"{name}.md"
     atomic_write_text(js, json.dumps(result, indent=1, ensure_ascii=False) + "\n")
     text = (f"# {name}: {result['model']}\n\n{table(result)}\n\n## Side by side\n\n{side_by_side(result, show)}\n")
     atomic_write_text(md, text)
