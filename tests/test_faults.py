@@ -42,6 +42,7 @@ def _copy(prepared_run, dst, **train_kw) -> RunConfig:
     return cfg
 
 
+@pytest.mark.slow  # three `llmcycle train` subprocesses: ~15 s idle, up to a minute on a busy machine
 def test_sigkill_inside_checkpoint_writes_then_resume_is_bit_exact(prepared_run, tmp_path):
     f = _faults()
     ref, run = tmp_path / "ref", tmp_path / "run"

@@ -128,9 +128,6 @@ def check_args(args) -> None:
         raise ValueError(f"--mfu is a fraction of peak in (0, 1], got {args.mfu:g} (e.g. 0.4)")
     if args.price is not None and not 0 <= args.price < float("inf"):
         raise ValueError(f"--price must be >= 0, got {args.price:g}")
-    for name in ("gpus", "tp", "pp", "batch", "infer_batch"):
-        if getattr(args, name, 1) is not None and getattr(args, name, 1) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
 
 
 def make_plan(args) -> dict:
