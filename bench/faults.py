@@ -40,6 +40,7 @@ sys.path.insert(0, str(SRC))
 import torch  # noqa: E402
 
 from llmcycle import checkpoint, rundir  # noqa: E402
+from llmcycle.atomic import stale_temporaries  # noqa: E402
 from llmcycle.config import DataConfig, ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from llmcycle.models import build_model  # noqa: E402
 from llmcycle.train.optim import build_optimizer  # noqa: E402
@@ -119,8 +120,8 @@ def with_kill(p: subprocess.Popen) -> None:
 
 
 def debris(run: Path) -> list[str]:
-    ck = rundir.checkpoints_dir(run)
-    found = [q.name for q in ck.iterdir() if q.name.endswith(".tmp")] if ck.is_dir() else []
+    """Temporaries a killed writer left (checkpoint dirs, atomically written files) and a stale lock."""
+    found = [str(q.relative_to(run)) for d in (run, rundir.checkpoints_dir(run)) for q in stale_temporaries(d)]
     return found + ([rundir.LOCK] if (run / rundir.LOCK).exists() else [])
 
 
