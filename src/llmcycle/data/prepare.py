@@ -4,7 +4,9 @@ Two streaming passes over the documents, so memory stays bounded whatever the co
 
 1. (BPE only) train the tokenizer on the train-split documents, in corpus order, up to the first
    `BPE_SAMPLE_BYTES` of text (a capped sample; BPE statistics settle long before that).
-2. tokenize in batches with `encode_batch`, each document as ``[bos] + tokens + [eos]``, and append
+   (char only) collect the distinct characters of every document, both splits (as nanoGPT does).
+2. tokenize in batches with `encode_batch`, each document as ``[bos] + tokens + [eos]`` (without
+   the markers a tokenizer lacks: the char tokenizer's documents are plain text), and append
    to ``train_000.bin``, ``train_001.bin``, ... / ``val_000.bin``, ... : raw little arrays of
    ``uint16`` (vocab <= 65535) or ``uint32``, each holding `cfg.shard_tokens` tokens except the last.
    Documents run on across shard boundaries; the stream is their plain concatenation.
@@ -39,11 +41,11 @@ from llmcycle.config import DataConfig, RunConfig, mixture_parts
 from llmcycle.data.corpus import CorpusStats, Document, iter_documents, split_of
 from llmcycle.data.mixture import interleaved_documents, mixture_meta, part_config
 from llmcycle.data.shards import FORMAT_VERSION, ShardWriter, write_meta
-from llmcycle.data.tokenizer import Tokenizer, byte_tokenizer, train_bpe
+from llmcycle.data.tokenizer import Tokenizer, byte_tokenizer, char_tokenizer, train_bpe
 
 BPE_SAMPLE_BYTES = 64 * 2**20  # text fed to the BPE trainer at most
 BATCH_BYTES = 2**20  # text per encode_batch call (bounds the Python lists of ids)
-BUILT_TOKENIZERS = ("bpe", "byte")  # made by prepare from the corpus; any other --tokenizer is a path reused
+BUILT_TOKENIZERS = ("bpe", "byte", "char")  # made by prepare from the corpus; any other --tokenizer is a path reused
 
 
 @dataclass
@@ -159,6 +161,13 @@ def _make_tokenizer(cfg: DataConfig, progress: bool) -> tuple[Tokenizer, int]:
     """The tokenizer, and how many bytes of text trained it (0 for the byte tokenizer)."""
     if cfg.tokenizer == "byte":
         return byte_tokenizer(), 0
+    if cfg.tokenizer == "char":  # every character of the corpus, both splits: nothing in val is unknown
+        chars: set[str] = set()
+        read = 0
+        for doc in _sample_documents(cfg):
+            chars.update(doc.text)
+            read += len(doc.text.encode("utf-8"))
+        return char_tokenizer(chars), read
     if cfg.tokenizer != "bpe":  # a path: reuse that tokenizer (an imported model's, for continued pretraining)
         return _reuse_tokenizer(Path(cfg.tokenizer)), 0
     taken = 0
@@ -214,7 +223,7 @@ def _tokenize_into(splits: dict, docs: Iterator[Document], tok: Tokenizer, cfg: 
     pending = None  # the latest train document, held back in case validation ends up empty
     with tqdm(desc="tokenize", unit="B", unit_scale=True, disable=not progress) as bar:
         for batch in _batches(docs):
-            encoded = tok.encode_batch([d.text for d in batch], bos=True, eos=True)
+            encoded = tok.encode_batch([d.text for d in batch], bos=tok.bos_id is not None, eos=tok.eos_id is not None)
             for doc, ids in zip(batch, encoded):
                 item = (np.asarray(ids, dtype=np.int64), len(doc.text.encode("utf-8")))
                 bar.update(item[1])

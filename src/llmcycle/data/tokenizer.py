@@ -1,5 +1,11 @@
-"""Tokenizers: byte-level BPE trained here, a plain byte tokenizer, or an imported Hugging Face
-`tokenizer.json`, all behind one `Tokenizer` class wrapping `tokenizers.Tokenizer`.
+"""Tokenizers: byte-level BPE trained here, a plain byte tokenizer, a character tokenizer, or an
+imported Hugging Face `tokenizer.json`, all behind one `Tokenizer` class wrapping `tokenizers.Tokenizer`.
+
+The character tokenizer (`char_tokenizer`, ``--tokenizer char``) is nanoGPT's shakespeare_char
+vocabulary: every distinct character of the corpus is a token, ids in code-point order, and
+nothing else (no special tokens, so documents are concatenated without bos/eos). Tiny
+Shakespeare gives the same 65 ids as nanoGPT's ``stoi``. A character outside the vocabulary
+cannot be encoded: `encode` raises and names it.
 
 Our own tokenizers put the special tokens first, so their ids are stable whatever the corpus:
 0 ``<|bos|>``, 1 ``<|eos|>``, 2 ``<|pad|>``, 3 ``<|mask|>``, 4..35 ``<|sentinel_0|>`` ..
@@ -115,12 +121,24 @@ class Tokenizer:
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
-        return self._wrap(self._hf.encode(text, add_special_tokens=False).ids, bos, eos)
+        ids = self._hf.encode(text, add_special_tokens=False).ids
+        self._check_chars(text, ids)
+        return self._wrap(ids, bos, eos)
 
     def encode_batch(self, texts: Sequence[str], bos: bool = False, eos: bool = False) -> list[list[int]]:
         """Encode many texts at once, in parallel inside the Rust library."""
-        encodings = self._hf.encode_batch_fast(list(texts), add_special_tokens=False)
+        texts = list(texts)
+        encodings = self._hf.encode_batch_fast(texts, add_special_tokens=False)
+        for text, e in zip(texts, encodings):
+            self._check_chars(text, e.ids)
         return [self._wrap(e.ids, bos, eos) for e in encodings]
+
+    def _check_chars(self, text: str, ids: list[int]) -> None:
+        """A character tokenizer drops characters it does not know; say so instead (one id per character)."""
+        if self.kind == "char" and len(ids) != len(text):
+            unknown = sorted({c for c in text if self._hf.token_to_id(c) is None})
+            raise ValueError(f"characters {unknown!r} are not in this character tokenizer's vocabulary "
+                             f"({self.vocab_size} characters of its training text); remove them from the text")
 
     def decode(self, ids: Iterable[int], skip_special: bool = False) -> str:
         return self._hf.decode([int(i) for i in ids], skip_special_tokens=skip_special)
@@ -228,3 +246,15 @@ def byte_tokenizer() -> Tokenizer:
     hf.add_special_tokens(SPECIAL_TOKENS)
     assert hf.get_vocab_size() == len(SPECIAL_TOKENS) + 256
     return Tokenizer(hf, "byte")
+
+
+def char_tokenizer(chars: Iterable[str]) -> Tokenizer:
+    """One token per distinct character, ids in code-point order (nanoGPT's shakespeare_char
+    `stoi`); no special tokens. `chars`: the characters of the corpus (any iterable, repeats allowed)."""
+    vocab = sorted(set(chars))
+    if not vocab:
+        raise ValueError("the character tokenizer needs a non-empty text to take its characters from")
+    # BPE without merges and without a pre-tokenizer splits text into characters; Fuse joins them back.
+    hf = HFTokenizer(models.BPE(vocab={c: i for i, c in enumerate(vocab)}, merges=[]))
+    hf.decoder = decoders.Fuse()
+    return Tokenizer(hf, "char", bos=None, eos=None, pad=None, mask=None, sentinels=())

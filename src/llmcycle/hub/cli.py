@@ -29,15 +29,21 @@ def run_import(args) -> int:
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory with a trained or imported decoder")
     p.add_argument("--to", required=True, nargs=2, metavar=("FORMAT", "OUT"),
-                   help="target format and folder, e.g. --to hf exported/")
-    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+                   help="target format and folder or file, e.g. --to hf exported/ or --to gguf model.gguf")
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty folder (or over a file)")
+    p.add_argument("--gguf-type", choices=["f32", "f16", "q8_0"], default="f32",
+                   help="--to gguf: how the weight matrices are stored (norms stay f32)")
 
 
 def run_export(args) -> int:
     from llmcycle.hub.export import export_model  # torch only when the verb runs: --help stays fast
 
     fmt, out = args.to
-    s = export_model(Path(args.run), fmt, Path(out), args.overwrite)
+    s = export_model(Path(args.run), fmt, Path(out), args.overwrite, args.gguf_type)
+    if fmt == "gguf":
+        print(f"exported {args.run} -> {s['out']} (GGUF {s['type']}, {s['tensors']} tensors, {s['bytes'] / 1e6:.1f} MB); "
+              f"llama.cpp loads it, and so does `llmcycle import {s['out']} --out RUN`")
+        return 0
     print(f"exported {args.run} -> {s['out']} ({s['architecture']}, {s['tensors']} tensors); "
           f"load it with transformers.AutoModelForCausalLM.from_pretrained({s['out']!r})")
     return 0

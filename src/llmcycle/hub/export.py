@@ -27,7 +27,7 @@ from llmcycle.hub.hf_config import export_architecture, hf_config_from_model
 from llmcycle.hub.tensors import to_hf
 from llmcycle.inference.chat import prompt_style
 
-FORMATS = ("hf",)
+FORMATS = ("hf", "gguf")  # gguf: hub/gguf_export.py
 
 
 def _with_bos_template(tokenizer_json: str, bos: str, bos_id: int) -> str:
@@ -81,7 +81,11 @@ def export_hf(run: Path, out: Path, overwrite: bool = False) -> dict:
     return {"out": str(out), "architecture": arch, "tensors": len(tensors)}
 
 
-def export_model(run: Path, fmt: str, out: Path, overwrite: bool = False) -> dict:
+def export_model(run: Path, fmt: str, out: Path, overwrite: bool = False, gguf_type: str = "f32") -> dict:
     if fmt not in FORMATS:
         raise ValueError(f"--to {fmt!r} is not supported; choose one of {', '.join(FORMATS)}")
+    if fmt == "gguf":
+        from llmcycle.hub.gguf_export import export_gguf
+
+        return export_gguf(run, out, gguf_type, overwrite)
     return export_hf(run, out, overwrite)

@@ -14,6 +14,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bytes", type=int, default=None, help="read at most this many bytes of the corpus (default: all)")
     p.add_argument("--family", choices=FAMILIES, default="decoder",
                    help="decoder (causal LM), encoder (masked LM) or seq2seq (span corruption) (default: decoder)")
+    p.add_argument("--size", choices=["compute-optimal", "fixed"], default="compute-optimal",
+                   help="decoder size: compute-optimal for the budget at this machine's measured FLOP/s (the lab fit "
+                        "of --scale-fit, else Chinchilla's), or the fixed 4 x 128 model (default: compute-optimal)")
+    p.add_argument("--scale-fit", default=None, help="fit.json (or its folder) from `llmcycle scale fit` on this corpus")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

@@ -78,6 +78,21 @@ def family_samples(model, tok, family: str) -> list[dict]:
     return sample_table(model, tok, CODE_PROMPTS, SETTINGS)
 
 
+def _size_model(cfg: RunConfig, meta: dict, args) -> dict | None:
+    """Decoder runs: the compute-optimal model for the budget (scale/sizing.py); None keeps the default."""
+    if cfg.model.family != "decoder" or getattr(args, "size", "fixed") != "compute-optimal" or not cfg.train.max_time:
+        return None
+    from llmcycle.scale.sizing import load_lab_fit, measure_flops_per_second, size_for_budget  # torch: only when run
+
+    fps = measure_flops_per_second(cfg.model, cfg.train.seq_len, cfg.train.batch_size)
+    lab, why = load_lab_fit(getattr(args, "scale_fit", None), cfg.data, cfg.train.seq_len)
+    s = size_for_budget(cfg.train.max_time, meta["vocab_size"], cfg.train.seq_len, fps, lab)
+    s["lab_fit"] = why
+    print(f"      sized by {s['rule']}: C = {s['compute']:.3g} FLOPs -> N_opt {s['n_opt']:,.0f} -> "
+          f"{s['params']:,} params ({why})")
+    return s
+
+
 def run_lifecycle(args) -> dict:
     from llmcycle.data.prepare import prepare_run
     from llmcycle.train.loop import train
@@ -89,6 +104,9 @@ def run_lifecycle(args) -> dict:
     print(f"[1/4] prepare: corpus={cfg.data.source!r} -> {rundir.data_dir(out)}")
     meta, cfg = prepare_run(out, cfg.data, cfg, progress=progress)
     print(f"      {meta['splits']['train']['tokens']:,} train / {meta['splits']['val']['tokens']:,} val tokens, vocab {meta['vocab_size']}")
+    sizing = _size_model(cfg, meta, args)
+    if sizing:
+        cfg = RunConfig(model=sizing["model"], data=cfg.data, train=cfg.train)
     print(f"[2/4] train: {cfg.train.max_time:.0f} s budget")
     state = train(out, cfg, progress=progress)
     model, _ = rundir.load_model(out)
@@ -96,6 +114,12 @@ def run_lifecycle(args) -> dict:
     samples = family_samples(model, tok, cfg.model.family)
     print("[4/4] report")
     summary = write_report(out, cfg, meta, state, samples, model)
+    if sizing:  # which rule sized the model, and how far the run landed from its predicted loss
+        from llmcycle.scale.sizing import sizing_lines
+
+        with open(rundir.report_path(out), "a", encoding="utf-8") as f:
+            f.write("\n" + "\n".join(sizing_lines(sizing, summary["val_loss"], summary["tokens"])))
+        summary["sizing"] = {k: v for k, v in sizing.items() if k != "model"}
     atomic_write_text(rundir.summary_path(out), json.dumps(summary, indent=2) + "\n")
     bpb = f", {summary['val_bpb']:.3f} bits/byte" if summary["val_bpb"] is not None else ""
     print(f"done: {rundir.report_path(out)}  (val loss {summary['val_loss']:.3f}{bpb})")

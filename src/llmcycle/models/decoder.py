@@ -52,19 +52,27 @@ class DecoderLM(nn.Module):
             self.head.weight = self.embed.tok.weight
         init_weights(self, cfg)
 
-    def forward(self, idx, targets=None, cache=None, pos=None, pad=None, last_only=False):
+    def forward(self, idx, targets=None, cache=None, pos=None, pad=None, last_only=False, attn_mask=None):
         """idx: (B, T) token ids. targets: (B, T) next tokens (-100 = ignore) -> also returns the loss.
         cache: KVCache for incremental decoding. pos: (T,) or (B, T) positions (default: cache.pos + arange(T)).
         pad: (B, S) bool, True where a key position is left padding. last_only: logits of the last position only.
-        Returns (logits (B, T|1, V), loss or None)."""
+        attn_mask: (B, 1, T, T) bool, True = may attend, replacing the causal mask (packed fine-tuning
+        examples: block-diagonal causal, see finetune/data.py). Returns (logits (B, T|1, V), loss or None)."""
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
+        check = pos is not None  # default positions end at start + T - 1: checked here, without a device sync
         if pos is None:
+            if start + T > self.cfg.max_seq_len:
+                raise ValueError(f"position {start + T - 1} is past the model context ({self.cfg.max_seq_len} tokens); "
+                                 "shorten the input or use left truncation")
             pos = torch.arange(start, start + T, device=idx.device)
-        x, rope = self.embed(idx, pos)  # (B, T, C)
+        x, rope = self.embed(idx, pos, check=check)  # (B, T, C)
         # Training and a first prefill use SDPA's causal kernel; a single decode step sees every
         # cached key; anything else (padding, a chunk after a cached prefix) needs an explicit mask.
         mask = causal_mask(start, T, start + T, pad, idx.device) if pad is not None or (start and T > 1) else None
+        if attn_mask is not None:
+            assert cache is None and pad is None, "attn_mask is for training and scoring without a cache"
+            mask = attn_mask
         for i, block in enumerate(self.blocks):
             x = block(x, rope, mask, is_causal=mask is None and T > 1,
                       cache=cache.layer(i) if cache is not None else None)

@@ -5,15 +5,22 @@ block. Self-attention is the heart of all three families; the only things that d
 them are which keys a query may see (the mask) and whether a block also attends to an encoder
 output (cross-attention). Shapes use B batch, T query length, S key length, H heads, K key/value
 heads, D head dim, C model width.
+
+Activation checkpointing (`cfg.recompute`, training only; the default "none" runs the plain
+forward): "full" keeps only each block's input and reruns the block's forward during backward;
+"selective" keeps the outputs of the block's matmuls and of attention (the costly ops) and reruns
+the cheap ones (norms, rotary, activation functions, residual adds): torchtitan's op-level policy.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from llmcycle.config import ModelConfig
 
@@ -130,11 +137,20 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
                 k, v = cache.update(k, v)  # (B, K, S, D), S = cached + T
+        low = q.dtype if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16) else None
+        if low:  # CPU's flash kernel is ~4x slower in bf16 than in fp32 (its backward above all): attend in
+            with torch.autocast("cpu", enabled=False):  # fp32, where autocast would cast back to bf16
+                y = self._attend(q.float(), k.float(), v.float(), mask, is_causal, B, T).to(low)
+            return self.o_proj(y)
+        return self.o_proj(self._attend(q, k, v, mask, is_causal, B, T))
+
+    def _attend(self, q, k, v, mask, is_causal, B, T):
+        """SDPA over (B, H, T, D) queries and (B, K, S, D) keys/values -> (B, T, H * D)."""
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, is_causal=is_causal and mask is None,
             dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv != self.n_head,
         )  # (B, H, T, D)
-        return self.o_proj(y.transpose(1, 2).reshape(B, T, self.n_head * self.hd))
+        return y.transpose(1, 2).reshape(B, T, self.n_head * self.hd)
 
 
 class MLP(nn.Module):
@@ -157,11 +173,25 @@ class MLP(nn.Module):
         return self.down_proj(F.gelu(self.up_proj(x), approximate=approximate))
 
 
+_ATEN = torch.ops.aten
+# Ops whose outputs selective recomputation keeps: matmuls and attention kernels (everything else is rerun).
+_SAVED_OPS = {_ATEN.mm.default, _ATEN.addmm.default, _ATEN.bmm.default, _ATEN.baddbmm.default,
+              _ATEN._scaled_dot_product_flash_attention_for_cpu.default,
+              _ATEN._scaled_dot_product_flash_attention.default,
+              _ATEN._scaled_dot_product_efficient_attention.default,
+              _ATEN._scaled_dot_product_cudnn_attention.default}
+
+
+def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)) [+ cross(norm(x), memory)] + mlp(norm(x))."""
 
     def __init__(self, cfg: ModelConfig, cross: bool = False) -> None:
         super().__init__()
+        self.recompute = cfg.recompute
         self.attn_norm = make_norm(cfg)
         self.attn = Attention(cfg)
         if cross:
@@ -172,6 +202,14 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x, rope=None, mask=None, is_causal=False, cache=None, memory_kv=None, memory_mask=None):
+        if self.recompute == "none" or cache is not None or not (self.training and torch.is_grad_enabled()):
+            return self._forward(x, rope, mask, is_causal, cache, memory_kv, memory_mask)
+        # the checkpointed forward replays dropout with the saved RNG state, so the rerun is the same
+        context = partial(create_selective_checkpoint_contexts, _selective_policy) if self.recompute == "selective" else None
+        kw = {"context_fn": context} if context else {}
+        return checkpoint(self._forward, x, rope, mask, is_causal, None, memory_kv, memory_mask, use_reentrant=False, **kw)
+
+    def _forward(self, x, rope, mask, is_causal, cache, memory_kv, memory_mask):
         x = x + self.drop(self.attn(self.attn_norm(x), rope, mask, is_causal, cache))
         if memory_kv is not None:
             x = x + self.drop(self.cross_attn(self.cross_norm(x), mask=memory_mask, memory_kv=memory_kv))

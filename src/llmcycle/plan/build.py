@@ -41,10 +41,13 @@ class Settings:
     infer_batch: int = 1
     infer_seq_len: int | None = None  # tokens in the KV cache; None: the model's max_seq_len
     reserve_gib: float = 1.0
+    lora_rank: int | None = None  # also plan fine-tuning: full vs LoRA at this rank, one GPU
+    lora_targets: tuple[str, ...] | None = None  # None: memory.LORA_TARGETS
+    grad_dtype: str | None = None  # None: the training dtype; fp32: Megatron-LM / DeepSpeed fp32 gradients
 
     def validate(self) -> None:
         self.gpu = get_gpu(self.gpu).name  # canonical name: "h100" -> "h100-80gb"
-        memory.model_state_bytes_per_param(self.dtype, self.optimizer)
+        memory.model_state_bytes_per_param(self.dtype, self.optimizer, self.grad_dtype)
         self.strategy = memory.strategy_name(self.strategy)
         if self.gpus < 1:
             raise ValueError(f"--gpus must be >= 1, got {self.gpus}")
@@ -62,7 +65,7 @@ def _max_seq_len(info: ModelInfo) -> int | None:
 
 def _mem_kw(st: Settings, info: ModelInfo) -> dict:
     return dict(dtype=st.dtype, optimizer=st.optimizer, tp=st.tp, pp=st.pp, batch=st.batch, seq=st.seq_len,
-                recompute=st.recompute, flash=st.flash, sp=st.sp)
+                recompute=st.recompute, flash=st.flash, sp=st.sp, grad_dtype=st.grad_dtype)
 
 
 def model_section(info: ModelInfo) -> dict:
@@ -104,9 +107,32 @@ def training_section(info: ModelInfo, st: Settings) -> dict:
             min_gpus[strat][name] = None if n is None else n * st.tp * st.pp
     keep = ("dtype", "optimizer", "tp", "pp", "sp", "batch", "recompute", "flash")
     settings = {k: v for k, v in asdict(st).items() if k in keep}
-    settings.update(dp=dp, gpus=st.gpus, seq=st.seq_len or _max_seq_len(info),
+    settings.update(grad_dtype=st.grad_dtype or st.dtype, dp=dp, gpus=st.gpus, seq=st.seq_len or _max_seq_len(info),
                     highlighted_strategy=st.strategy, activations_known=info.shape is not None)
-    return {"settings": settings, "gpu": st.gpu, "capacity_bytes": cap, "per_device": per, "min_gpus": min_gpus}
+    out = {"settings": settings, "gpu": st.gpu, "capacity_bytes": cap, "per_device": per, "min_gpus": min_gpus}
+    if st.lora_rank:
+        out["fine_tuning"] = fine_tuning_section(info, st, cap)
+    return out
+
+
+def fine_tuning_section(info: ModelInfo, st: Settings, cap: float) -> dict:
+    """One GPU: full fine-tuning (every weight, its gradient and optimizer state) next to LoRA (frozen base)."""
+    if info.shape is None:
+        raise ValueError("--lora-rank needs the model's shape (--preset, --hf-config, --run or dims), not just --params")
+    kw = dict(batch=st.batch, seq=st.seq_len, recompute=st.recompute, flash=st.flash)
+    full = memory.training_memory(info.n_params, info.shape, dtype=st.dtype, optimizer=st.optimizer, strategy="ddp",
+                                  dp=1, **kw)
+    lora = memory.lora_training_memory(info.n_params, info.shape, st.lora_rank, st.lora_targets or memory.LORA_TARGETS,
+                                       dtype=st.dtype, **kw)
+    rows = {"full": {"trainable_params": info.n_params, "weights_bytes": full["weights"],
+                     "trainable_states_bytes": full["grads"] + full["optimizer"], "activations_bytes": full["activations"],
+                     "total_bytes": full["total"]},
+            f"lora_r{st.lora_rank}": {"trainable_params": lora["adapter_params"], "weights_bytes": lora["weights"],
+                                      "trainable_states_bytes": lora["adapters"], "activations_bytes": lora["activations"],
+                                      "total_bytes": lora["total"]}}
+    for r in rows.values():
+        r["fits"] = r["total_bytes"] <= cap
+    return {"rank": st.lora_rank, "targets": list(st.lora_targets or memory.LORA_TARGETS), "gpu": st.gpu, "rows": rows}
 
 
 def compute_section(info: ModelInfo, st: Settings) -> dict | None:

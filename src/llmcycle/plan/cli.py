@@ -39,20 +39,20 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--run", help="an llmcycle run directory (reads DIR/config.json)")
     g.add_argument("--params", type=_flt, help="just a parameter count, e.g. 7.5e9 (no activations, no KV cache)")
     g.add_argument("--layers", type=int, help="raw dims: number of blocks")
-    g.add_argument("--d-model", type=int)
-    g.add_argument("--heads", type=int)
-    g.add_argument("--kv-heads", type=int)
-    g.add_argument("--head-dim", type=int)
+    g.add_argument("--d-model", type=int, help="raw dims: model width")
+    g.add_argument("--heads", type=int, help="raw dims: attention (query) heads")
+    g.add_argument("--kv-heads", type=int, help="raw dims: key/value heads (grouped-query attention; default = heads)")
+    g.add_argument("--head-dim", type=int, help="raw dims: width of one head (default d_model / heads)")
     g.add_argument("--d-ff", "--ffn", dest="d_ff", type=int, help="MLP hidden size (default 4 x d_model)")
-    g.add_argument("--vocab", type=int)
+    g.add_argument("--vocab", type=int, help="raw dims: vocabulary size")
     g.add_argument("--max-seq-len", "--context", dest="max_seq_len", type=int, help="context length (positions)")
-    g.add_argument("--family", choices=FAMILIES)
-    g.add_argument("--n-decoder-layer", type=int)
-    g.add_argument("--mlp", choices=MLPS)
-    g.add_argument("--pos-emb", choices=POS_EMBS)
-    g.add_argument("--norm", choices=NORMS)
+    g.add_argument("--family", choices=FAMILIES, help="raw dims: decoder, encoder or seq2seq")
+    g.add_argument("--n-decoder-layer", type=int, help="raw dims, seq2seq: decoder blocks (default = layers)")
+    g.add_argument("--mlp", choices=MLPS, help="raw dims: MLP kind (swiglu has three matrices)")
+    g.add_argument("--pos-emb", choices=POS_EMBS, help="raw dims: rotary or learned positions")
+    g.add_argument("--norm", choices=NORMS, help="raw dims: rmsnorm or layernorm")
     g.add_argument("--untied", action="store_true", help="raw dims: separate output head")
-    g.add_argument("--list-presets", action="store_true")
+    g.add_argument("--list-presets", action="store_true", help="print the named models and exit")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,6 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--gpu", default="a100-80gb", help=f"one of {', '.join(GPUS)} (default a100-80gb)")
     h.add_argument("--gpus", type=int, default=8, help="GPUs in the fleet (default 8)")
     h.add_argument("--dtype", default="bf16", help="training precision: fp32, or bf16/fp16 mixed with fp32 master (default bf16)")
+    h.add_argument("--grad-dtype", choices=memory.GRAD_DTYPES, default=None,
+                   help="gradient precision: fp32 as Megatron-LM/DeepSpeed accumulate them (default: the training dtype)")
     h.add_argument("--optimizer", default="adamw", help=f"one of {', '.join(memory.OPTIMIZER_STATE_BYTES)} (default adamw)")
     h.add_argument("--zero", type=int, choices=(0, 1, 2, 3), help="highlight ZeRO stage (0 = plain DDP); all are tabulated")
     h.add_argument("--strategy", help="or name it: ddp, zero1, zero2, zero3, fsdp-full, fsdp-grad-op")
@@ -70,13 +72,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--batch", type=int, default=1, help="micro-batch per GPU, sequences (default 1)")
     h.add_argument("--seq-len", "--seq", dest="seq_len", type=int,
                    help="training sequence length (default: the run's seq_len, else the model's max_seq_len)")
-    h.add_argument("--recompute", default="none", choices=memory.RECOMPUTE)
+    h.add_argument("--recompute", default="none", choices=memory.RECOMPUTE,
+                   help="activation checkpointing: none, selective (recompute attention), full (keep block inputs only)")
     h.add_argument("--no-flash", action="store_true", help="attention scores are materialised (no flash/SDPA kernel)")
     h.add_argument("--reserve-gib", type=float, default=1.0, help="GPU memory kept back for CUDA context etc. (default 1)")
-    h.add_argument("--infer-batch", type=int, default=1)
+    h.add_argument("--infer-batch", type=int, default=1, help="sequences decoded at once, for the KV-cache figure")
     h.add_argument("--infer-seq-len", "--infer-seq", dest="infer_seq_len", type=int,
                    help="tokens in the inference KV cache (default: the model's max_seq_len)")
-    h.add_argument("--list-gpus", action="store_true")
+    h.add_argument("--list-gpus", action="store_true", help="print the GPU catalogue and exit")
+    h.add_argument("--lora-rank", type=int, help="also plan fine-tuning on one GPU: full vs LoRA adapters of this rank")
+    h.add_argument("--lora-targets", nargs="+", default=None, metavar="NAME",
+                   help="Linear layers LoRA adapts (default: qkv_proj o_proj up_proj down_proj; HF names too: q_proj ...)")
     c = p.add_argument_group("compute and scaling")
     c.add_argument("--tokens", type=_flt, help="training tokens, e.g. 300e9")
     c.add_argument("--budget-flops", type=_flt, help="compute budget in FLOPs, e.g. 5.76e23")
@@ -138,7 +144,9 @@ def make_plan(args) -> dict:
                   pp=args.pp, sp=args.sp, batch=args.batch, seq_len=args.seq_len, recompute=args.recompute, flash=not args.no_flash,
                   tokens=args.tokens, budget_flops=_budget(args), mfu=args.mfu, price=args.price,
                   unique_tokens=args.unique_tokens, max_epochs=args.max_epochs, law=args.law,
-                  infer_batch=args.infer_batch, infer_seq_len=args.infer_seq_len, reserve_gib=args.reserve_gib)
+                  infer_batch=args.infer_batch, infer_seq_len=args.infer_seq_len, reserve_gib=args.reserve_gib,
+                  lora_rank=args.lora_rank, lora_targets=tuple(args.lora_targets) if args.lora_targets else None,
+                  grad_dtype=args.grad_dtype)
     return build_plan(info, st)
 
 

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 
 from llmcycle.config import ModelConfig
 from llmcycle.plan.compute import step_flops
-from llmcycle.plan.memory import llmcycle_activation_bytes, model_state_bytes
+from llmcycle.plan.memory import llmcycle_activation_bytes, lora_training_memory, model_state_bytes
 from llmcycle.plan.shape import from_config, param_groups
 
 
@@ -36,6 +36,8 @@ class Case:
     batch: int
     seq_len: int  # training sequence length
     optimizer: str = "adamw"  # adamw | sgd (momentum 0.9)
+    lora_rank: int | None = None  # LoRA fine-tuning: adapters of this rank on every block Linear, the base frozen
+    lora_dropout: float = 0.0
 
     def config(self) -> ModelConfig:
         return ModelConfig(**self.model)
@@ -44,8 +46,13 @@ class Case:
 def predicted(case: Case) -> dict:
     sh = from_config(case.config())
     n = param_groups(sh)["total"]
+    if case.lora_rank:  # frozen base + fp32 adapters with AdamW (their gradients counted with them)
+        m = lora_training_memory(n, sh, case.lora_rank, dtype="fp32", batch=case.batch, seq=case.seq_len,
+                                 dropout=case.lora_dropout > 0, llmcycle_cpu=True)
+        return {"params": n, "flops": step_flops(sh, case.batch, case.seq_len), "weights": m["weights"], "grads": 0.0,
+                "optimizer": m["adapters"], "activations": m["activations"], "peak": m["total"]}
     states = model_state_bytes(n, "fp32", case.optimizer)
-    act = llmcycle_activation_bytes(sh, case.seq_len, case.batch, 4)
+    act = llmcycle_activation_bytes(sh, case.seq_len, case.batch, 4, case.config().recompute)
     return {"params": n, "flops": step_flops(sh, case.batch, case.seq_len), "weights": states["weights"],
             "grads": states["grads"], "optimizer": states["optimizer"], "activations": act["total"],
             "peak": states["total"] + act["total"]}
@@ -100,8 +107,13 @@ def _make(case: Case, cfg, device="cpu"):
     from llmcycle.models import build_model
 
     model = build_model(cfg).to(device)
-    opt = (torch.optim.AdamW(model.parameters(), lr=1e-4) if case.optimizer == "adamw"
-           else torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9))
+    if case.lora_rank:
+        from llmcycle.finetune.lora import LoraSpec, add_lora  # peft (the hf extra), only for LoRA cases
+
+        add_lora(model, LoraSpec(rank=case.lora_rank, alpha=2.0 * case.lora_rank, dropout=case.lora_dropout))
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = (torch.optim.AdamW(params, lr=1e-4) if case.optimizer == "adamw"
+           else torch.optim.SGD(params, lr=1e-4, momentum=0.9))
     idx = torch.randint(0, cfg.vocab_size, (case.batch, case.seq_len), device=device)
     return model, opt, idx, torch.roll(idx, -1, 1)
 
@@ -113,7 +125,7 @@ def _child_cpu(case: Case) -> dict:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     tiny = Case({**case.model, "n_layer": 1, "d_model": 64, "n_head": 2, "n_kv_head": None, "head_dim": None, "d_ff": None,
-                 "vocab_size": 256, "max_seq_len": 32}, 1, 16, case.optimizer)
+                 "vocab_size": 256, "max_seq_len": 32}, 1, 16, case.optimizer, case.lora_rank, case.lora_dropout)
     _step(*_make(tiny, tiny.config()))  # load the kernels' code pages before the baseline
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)

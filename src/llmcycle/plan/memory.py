@@ -80,20 +80,44 @@ def inference_memory(s: ModelShape, n_params: float, dtype: str = "bf16", batch:
 # ------------------------------------------------------------------ training: model states
 
 
-def model_state_bytes_per_param(dtype: str = "bf16", optimizer: str = "adamw") -> dict:
+def model_state_bytes_per_param(dtype: str = "bf16", optimizer: str = "adamw", grad_dtype: str | None = None) -> dict:
     """Bytes per parameter for weights, gradients and optimizer.
 
     fp32: 4 + 4 + states. Mixed precision (bf16/fp16) as in ZeRO (Rajbhandari et al. 2020, sec. 3.1):
-    16-bit weights (2) and gradients (2), optimizer K = fp32 master copy (4) + states; K = 12 for Adam."""
+    16-bit weights (2) and gradients (2), optimizer K = fp32 master copy (4) + states; K = 12 for Adam.
+    `grad_dtype`: the gradients' precision (`grad_bytes_per_param`); None: the training dtype."""
     dtype = _norm("training dtype", DTYPE_ALIASES.get(dtype, dtype), TRAIN_DTYPES, {})
     opt = _norm("optimizer", optimizer, tuple(OPTIMIZER_STATE_BYTES), OPTIMIZER_ALIASES)
     w = dtype_bytes(dtype)
     master = 0 if dtype == "fp32" else MASTER_COPY_BYTES
-    return {"weights": w, "grads": w, "optimizer": master + OPTIMIZER_STATE_BYTES[opt]}
+    return {"weights": w, "grads": grad_bytes_per_param(dtype, grad_dtype), "optimizer": master + OPTIMIZER_STATE_BYTES[opt]}
+
+
+# ------------------------------------------------------------------ gradient precision (added for issue 15)
+
+
+GRAD_DTYPES = ("fp32", "bf16", "fp16")
+
+
+def grad_bytes_per_param(dtype: str = "bf16", grad_dtype: str | None = None) -> float:
+    """Bytes of one gradient. None: the training dtype (ZeRO's accounting, PyTorch autocast/FSDP with
+    param dtype = reduce dtype). "fp32": Megatron-LM accumulates and all-reduces gradients in a fp32
+    `main_grad` buffer (--accumulate-allreduce-grads-in-fp32, the default with bf16) and DeepSpeed's
+    bf16 optimizer keeps fp32 gradient accumulation: with bf16 weights and Adam that is 2 + 4 + 12 =
+    18 bytes/param instead of ZeRO's 16 (Megatron-LM docs, distributed optimizer: "bf16 param, fp32
+    grads": 18, or 6 + 12/d sharded)."""
+    dtype = DTYPE_ALIASES.get(dtype, dtype)
+    if grad_dtype is None:
+        return dtype_bytes(dtype)
+    g = _norm("gradient dtype", DTYPE_ALIASES.get(grad_dtype, grad_dtype), GRAD_DTYPES, {})
+    if dtype_bytes(g) < dtype_bytes(dtype):
+        raise ValueError(f"--grad-dtype {grad_dtype} is narrower than the training dtype {dtype}; "
+                         f"gradients are kept at least at the weights' precision (choose {dtype} or fp32)")
+    return dtype_bytes(g)
 
 
 def model_state_bytes(n_params: float, dtype: str = "bf16", optimizer: str = "adamw", strategy: str | int = "ddp",
-                      dp: int = 1, tp: int = 1, pp: int = 1) -> dict:
+                      dp: int = 1, tp: int = 1, pp: int = 1, grad_dtype: str | None = None) -> dict:
     """Per-device weights/grads/optimizer bytes. Tensor and pipeline parallelism split the model
     tp x pp ways; ZeRO then shards over the data-parallel degree dp (ZeRO paper, Figure 1):
     ZeRO-1 the optimizer states, ZeRO-2 (= FSDP SHARD_GRAD_OP) also gradients, ZeRO-3
@@ -102,7 +126,7 @@ def model_state_bytes(n_params: float, dtype: str = "bf16", optimizer: str = "ad
         if not isinstance(v, int) or v < 1:
             raise ValueError(f"{name} must be a positive integer number of GPUs, got {v!r}")
     stage = STRATEGIES.index(strategy_name(strategy))
-    per = model_state_bytes_per_param(dtype, optimizer)
+    per = model_state_bytes_per_param(dtype, optimizer, grad_dtype)
     psi = n_params / (tp * pp)
     shard = {"optimizer": stage >= 1, "grads": stage >= 2, "weights": stage >= 3}
     out = {k: per[k] * psi / (dp if shard[k] else 1) for k in ("weights", "grads", "optimizer")}
@@ -194,10 +218,11 @@ def activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el: float =
 
 def training_memory(n_params: float, shape: ModelShape | None = None, *, dtype: str = "bf16", optimizer: str = "adamw",
                     strategy: str | int = "ddp", dp: int = 1, tp: int = 1, pp: int = 1, batch: int = 1,
-                    seq: int | None = None, recompute: str = "none", flash: bool = True, sp: bool = False) -> dict:
+                    seq: int | None = None, recompute: str = "none", flash: bool = True, sp: bool = False,
+                    grad_dtype: str | None = None) -> dict:
     """Per-device training bytes: model states (sharded as the strategy says) + activations for a
     micro-batch of `batch` sequences of `seq` tokens (0 when no shape is known)."""
-    states = model_state_bytes(n_params, dtype, optimizer, strategy, dp, tp, pp)
+    states = model_state_bytes(n_params, dtype, optimizer, strategy, dp, tp, pp, grad_dtype)
     act = 0.0
     if shape is not None:
         e = dtype_bytes(dtype)
@@ -224,7 +249,8 @@ def smallest_dp(n_params: float, shape: ModelShape | None, capacity: float, *, s
     return dp
 
 
-def llmcycle_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el: float = 4) -> dict:
+def llmcycle_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el: float = 4,
+                              recompute: str = "none") -> dict:
     """What PyTorch autograd keeps for llmcycle's decoder (models/layers.py) in eager fp32, derived by
     listing the saved tensors (torch.autograd.graph.saved_tensors_hooks) and checked in
     tests/test_plan_measure.py; the CPU/fp32 counterpart of Korthikanti's 16-bit table:
@@ -233,7 +259,11 @@ def llmcycle_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el
         (rope), the output and a fp32 logsumexp (4 b H s); no s x s scores
       MLP: gated 4 e sbf (gate|up, silu output, product); else 2 e sbf; dropout p=0 keeps nothing
       head: fp32 log-softmax output 4 sbV for the loss, plus at the start of backward the caller's logits
-        (e sbV) and two sbV fp32 gradient buffers (nll and log-softmax backward): `transient`."""
+        (e sbV) and two sbV fp32 gradient buffers (nll and log-softmax backward): `transient`.
+    recompute (ModelConfig.recompute, models/layers.py): "full" keeps each block's input (e sbh) and
+      reruns the block in backward, where one block's activations live again (the transient is the
+      larger of that and the head's); "selective" keeps the block input and the outputs of every
+      matmul (qkv, o, up, down) and of attention (its output and logsumexp), rerunning the rest."""
     if sh.family == "seq2seq":
         raise ValueError("llmcycle's encoder-decoder activations are not derived yet; use activation_bytes (Korthikanti)")
     e, s, b = bytes_per_el, seq, batch
@@ -243,8 +273,68 @@ def llmcycle_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el
     if sh.pos_emb == "rope":
         attn += e * sb * (sh.q_dim + sh.kv_dim)
     mlp = e * sb * sh.ffn * (4 if sh.gated else 2)
-    layers = sh.n_layer * (2 * norm + attn + mlp)
+    layer = 2 * norm + attn + mlp
+    recompute = _norm("recompute", recompute, RECOMPUTE, {})
+    if recompute == "full":
+        layers = sh.n_layer * e * sb * sh.d_model
+    elif recompute == "selective":
+        mm_out = sh.q_dim + 2 * sh.kv_dim + sh.d_model + sh.ffn * (2 if sh.gated else 1) + sh.d_model
+        layers = sh.n_layer * (e * sb * (sh.d_model + mm_out + sh.q_dim) + 4 * b * sh.n_head * s)
+    else:
+        layers = sh.n_layer * layer
     tables = 2 * 4 * s * sh.hd if sh.pos_emb == "rope" else 0
     saved = layers + norm + 4 * sb * sh.vocab_size + tables + 16 * sb  # + final norm, log-softmax, rope tables, ids
     transient = e * sb * sh.vocab_size + 2 * 4 * sb * sh.vocab_size
+    if recompute == "full":
+        transient = max(transient, layer)
     return {"saved": saved, "transient": transient, "total": saved + transient}
+
+
+# ------------------------------------------------------------------ fine-tuning: LoRA next to full
+
+LORA_TARGETS = ("qkv_proj", "o_proj", "up_proj", "down_proj")  # llmcycle's default (finetune/lora.py)
+ADAPTER_BYTES_PER_PARAM = 4 + 4 + 8  # adapters stay fp32 (as peft keeps them): weight, gradient, AdamW moments
+
+
+def lora_linear_dims(sh: ModelShape) -> dict[str, tuple[int, int]]:
+    """(in, out) of each Linear a LoRA target may name, per block: llmcycle's fused names and the
+    Hugging Face (Llama) names, so a plan of either kind of model can name its own layers."""
+    d, q, kv, f = sh.d_model, sh.q_dim, sh.kv_dim, sh.ffn
+    return {"qkv_proj": (d, q + 2 * kv), "o_proj": (q, d), "up_proj": (d, f * (2 if sh.gated else 1)),
+            "down_proj": (f, d), "q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "gate_proj": (d, f)}
+
+
+def lora_params(sh: ModelShape, rank: int, targets: tuple[str, ...] | list[str] = LORA_TARGETS) -> int:
+    """Adapter parameters: r x (in + out) for every targeted Linear of every block (Hu et al. 2021)."""
+    dims = lora_linear_dims(sh)
+    unknown = [t for t in targets if t not in dims]
+    if unknown:
+        raise ValueError(f"LoRA targets {unknown} are not Linear layers the planner knows; choose among {', '.join(dims)}")
+    if rank < 1:
+        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+    return sh.n_layer * sum(rank * (dims[t][0] + dims[t][1]) for t in targets)
+
+
+def lora_training_memory(n_params: float, shape: ModelShape, rank: int, targets=LORA_TARGETS, *, dtype: str = "bf16",
+                         base_dtype: str | None = None, batch: int = 1, seq: int | None = None, dropout: bool = False,
+                         llmcycle_cpu: bool = False, **act_kw) -> dict:
+    """One device's bytes to LoRA-fine-tune: the frozen base at its precision (no gradient, no optimizer
+    state), the adapters with their fp32 gradients and AdamW moments, and the activations, which are
+    the full fine-tune's (backpropagation still runs through every frozen layer) plus what the adapters
+    keep: A's output (r per token) for each adapted Linear, and with adapter dropout its output and mask.
+    llmcycle_cpu: activations from `llmcycle_activation_bytes` (eager fp32, what bench/plan_vs_measured.py
+    measures) instead of Korthikanti's table."""
+    seq = seq or shape.max_seq_len
+    n_lora = lora_params(shape, rank, targets)
+    e = 4 if llmcycle_cpu else dtype_bytes(dtype)
+    if llmcycle_cpu:
+        act = llmcycle_activation_bytes(shape, seq, batch, 4)["total"]
+    else:
+        act = activation_bytes(shape, seq, batch, e, **act_kw)
+    dims = lora_linear_dims(shape)
+    per_token = sum(e * rank + (dims[t][0] * (e + 1) if dropout else 0) for t in targets)  # + dropout out, bool mask
+    extra = shape.n_layer * seq * batch * per_token
+    out = {"weights": n_params * dtype_bytes(base_dtype or dtype), "adapter_params": n_lora,
+           "adapters": n_lora * ADAPTER_BYTES_PER_PARAM, "activations": act + extra}
+    out["total"] = out["weights"] + out["adapters"] + out["activations"]
+    return out

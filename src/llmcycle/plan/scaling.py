@@ -183,3 +183,62 @@ def data_plan(flops: float, unique_tokens: float, law: str = "chinchilla", max_e
     out.update(muennighoff_params=dc_n, muennighoff_tokens=dc_d, muennighoff_epochs=dc_d / unique_tokens,
                effective_tokens=effective_tokens(out["tokens"], unique_tokens))
     return out
+
+
+# ------------------------------------------------------------------ added for issue 15: derived and inference-aware laws
+
+KAPLAN_TABLE5 = dict(alpha_s=0.76, alpha_b=0.21, alpha_n=0.076)  # Kaplan et al. 2020, Table 5 / Eq. 1.4-1.6
+
+
+def kaplan_derived_exponents(alpha_s: float = KAPLAN_TABLE5["alpha_s"], alpha_b: float = KAPLAN_TABLE5["alpha_b"],
+                             alpha_n: float = KAPLAN_TABLE5["alpha_n"]) -> dict:
+    """Kaplan et al. 2020, Eq. 1.8 (derived in Appendix B.2, Eq. B.7):
+    alpha_C^min = 1 / (1/alpha_S + 1/alpha_B + 1/alpha_N), and the compute-efficient allocation
+    N ~ C^(alpha_C^min/alpha_N), B ~ C^(alpha_C^min/alpha_B), S ~ C^(alpha_C^min/alpha_S).
+    With Table 5's exponents this gives 0.052 (Eq. B.7 prints 0.052, Eq. 1.8 / 6.4 round to 0.054) and
+    N ~ C^0.68; the directly fitted frontier is C^0.73 with alpha_C^min = 0.050 (Eq. 1.3, Fig. 14)."""
+    c = 1 / (1 / alpha_s + 1 / alpha_b + 1 / alpha_n)
+    return {"alpha_c_min": c, "n_exponent": c / alpha_n, "batch_exponent": c / alpha_b, "steps_exponent": c / alpha_s,
+            "alpha_s": alpha_s, "alpha_b": alpha_b, "alpha_n": alpha_n,
+            "fitted_alpha_c_min": KAPLAN["alpha_c"], "fitted_n_exponent": KAPLAN["n_opt_exp"]}
+
+
+def tokens_for_loss(n: float, target_loss: float, fit: Fit) -> float:
+    """Training tokens D with L(N, D) = target_loss (inf when N alone cannot reach it)."""
+    gap = target_loss - fit.E - fit.A / n**fit.alpha
+    return math.inf if gap <= 0 else (fit.B / gap) ** (1 / fit.beta)
+
+
+def inference_optimum(target_loss: float, inference_tokens: float, fit: Fit = CHINCHILLA_PRINTED) -> dict:
+    """Sardana et al. 2023, "Beyond Chinchilla-Optimal" (Eq. 3): the (N, D_tr) that minimise lifetime
+    FLOPs 6 N D_tr + 2 N D_inf subject to L(N, D_tr) = target_loss under the Chinchilla fit (the paper
+    uses Hoffmann et al.'s printed constants, the default here). Golden-section search on log N over
+    the N that can reach the loss; with D_inf = 0 it is Chinchilla's compute-optimal point for that loss.
+    Returns both optima, their FLOPs, and the shift (N ratio, tokens-per-parameter, FLOPs saved)."""
+    if target_loss <= fit.E:
+        raise ValueError(f"target loss {target_loss} is at or below the fit's irreducible loss E = {fit.E}; "
+                         "no model reaches it")
+    if inference_tokens < 0:
+        raise ValueError(f"inference tokens must be >= 0, got {inference_tokens}")
+    n_min = (fit.A / (target_loss - fit.E)) ** (1 / fit.alpha)  # N with L = target at infinite data
+
+    def total(ln: float, d_inf: float) -> float:
+        n = math.exp(ln)
+        return 6 * n * tokens_for_loss(n, target_loss, fit) + 2 * n * d_inf
+
+    def argmin(d_inf: float) -> float:
+        lo, hi = math.log(n_min) + 1e-9, math.log(n_min) + 30
+        g = (math.sqrt(5) - 1) / 2
+        for _ in range(300):
+            x1, x2 = hi - g * (hi - lo), lo + g * (hi - lo)
+            lo, hi = (lo, x2) if total(x1, d_inf) < total(x2, d_inf) else (x1, hi)
+        return math.exp((lo + hi) / 2)
+
+    n, n0 = argmin(inference_tokens), argmin(0.0)
+    d, d0 = tokens_for_loss(n, target_loss, fit), tokens_for_loss(n0, target_loss, fit)
+    flops, flops0 = 6 * n * d + 2 * n * inference_tokens, 6 * n0 * d0 + 2 * n0 * inference_tokens
+    return {"fit": fit.name, "target_loss": target_loss, "inference_tokens": inference_tokens,
+            "params": n, "train_tokens": d, "tokens_per_param": d / n, "train_flops": 6 * n * d,
+            "inference_flops": 2 * n * inference_tokens, "total_flops": flops,
+            "chinchilla_params": n0, "chinchilla_train_tokens": d0, "chinchilla_tokens_per_param": d0 / n0,
+            "chinchilla_total_flops": flops0, "params_ratio": n / n0, "flops_saved": 1 - flops / flops0}

@@ -58,7 +58,7 @@ def training_text(tr: dict) -> str:
     mixed = " mixed precision (fp32 master)" if s["dtype"] != "fp32" else ""
     attn = "flash attention (no s x s scores stored)" if s["flash"] else "scores stored"
     head = (f"Training memory per GPU: {s['gpus']} GPUs = dp {s['dp']} x tp {s['tp']} x pp {s['pp']}, {s['dtype']}{mixed}, "
-            f"{s['optimizer']}, micro-batch {s['batch']} x {s['seq']} tokens, recompute {s['recompute']}, {attn}"
+            f"{s['grad_dtype']} gradients, {s['optimizer']}, micro-batch {s['batch']} x {s['seq']} tokens, recompute {s['recompute']}, {attn}"
             f"{', sequence parallel' if s['sp'] else ''}")
     if not s["activations_known"]:
         head += "\n  (activations unknown: no model shape; give --preset/--hf-config/dims for them)"
@@ -71,7 +71,17 @@ def training_text(tr: dict) -> str:
     t2 = table(["fewest GPUs"] + names, rows2)
     note = "zero1/2/3 = ZeRO stages (zero2 = FSDP SHARD_GRAD_OP, zero3 = FSDP FULL_SHARD); '-' = no count fits"
     title = "Smallest GPU count that fits, per strategy (same tp x pp, usable = datasheet GiB - reserve)"
-    return f"{head}\n{t1}\n\n{title}\n{t2}\n{note}"
+    text = f"{head}\n{t1}\n\n{title}\n{t2}\n{note}"
+    ft = tr.get("fine_tuning")
+    if ft:
+        cols = ("weights", "trainable states", "activations", "total")
+        keys = ("weights_bytes", "trainable_states_bytes", "activations_bytes", "total_bytes")
+        rows3 = [[name, f"{r['trainable_params']:,.0f}"] + [gb(r[k]) for k in keys] + ["yes" if r["fits"] else "no"]
+                 for name, r in ft["rows"].items()]
+        text += (f"\n\nFine-tuning on one {ft['gpu']} (same dtype, micro-batch and sequence; LoRA adapts "
+                 f"{', '.join(ft['targets'])}; adapters fp32 with AdamW)\n"
+                 + table(["method", "trainable params", *cols, f"fits {ft['gpu']}"], rows3))
+    return text
 
 
 def compute_text(c: dict | None) -> str:

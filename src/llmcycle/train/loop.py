@@ -30,6 +30,7 @@ from llmcycle.models.accounting import flops_per_token
 from llmcycle.runtime import (autocast, destroy_distributed, init_distributed, is_main, matmul_peak_flops,
                               pick_device, print0, seed_everything, world)
 from llmcycle.train.batches import Batches, PretrainBatches
+from llmcycle.train.compile import compile_for_training
 from llmcycle.train.optim import build_optimizer, lr_at, set_lr
 from llmcycle.train.parallel import no_sync, wrap_model
 from llmcycle.train.state import Budget, LoopState
@@ -66,6 +67,7 @@ def _train(run, cfg, device, resume, progress, overwrite, make_batches, model) -
     model = (model or build_model(cfg.model)).to(device)
     wrapped = wrap_model(model, t.strategy, device, t.fsdp_shard, t.dtype)  # before the optimizer: FSDP
     optimizer = build_optimizer(model, t)  # replaces the parameters with sharded ones
+    forward = compile_for_training(wrapped) if t.compile else wrapped  # what the training step calls
     state = _start(run, cfg, model, optimizer, resume, overwrite, data.tokens_per_step)
     budget = Budget(t, state, resumed=resume)
     flops_tok = flops_per_token(cfg.model, t.seq_len, model)
@@ -87,7 +89,7 @@ def _train(run, cfg, device, resume, progress, overwrite, make_batches, model) -
                 break
             set_lr(optimizer, lr := lr_at(step, state.total_steps or 10**9, t))
             t0 = time.perf_counter()
-            loss = _train_step(wrapped, optimizer, data, step, micro, accum, t, device, rank, world_size)
+            loss = _train_step(wrapped, optimizer, data, step, micro, accum, t, device, rank, world_size, forward)
             _check_finite(loss, step, lr, run)
             dt = time.perf_counter() - t0
             state.step, state.tokens, state.elapsed = step + 1, state.tokens + state.tokens_per_step, state.elapsed + dt
@@ -189,12 +191,13 @@ def evaluate(model, val_sets: dict[str, list[dict]], device, dtype: str, bytes_p
     return out
 
 
-def _train_step(wrapped, optimizer, data: Batches, step, micro, accum, t, device, rank, world_size) -> float:
+def _train_step(wrapped, optimizer, data: Batches, step, micro, accum, t, device, rank, world_size,
+                forward=None) -> float:
     """One optimizer step over this rank's share of the global batch. Returns the global mean loss."""
     total = torch.zeros((), device=device)
     for i, batch in enumerate(data.micro_batches(step, rank, world_size, micro, accum)):
         with no_sync(wrapped, sync=i == accum - 1), autocast(device, t.dtype):
-            _, loss = wrapped(**_to(batch, device))
+            _, loss = (forward or wrapped)(**_to(batch, device))  # forward: the compiled one (--compile)
             (loss / accum).backward()
         total += loss.detach() / accum
     if dist.is_initialized():

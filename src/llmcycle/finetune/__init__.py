@@ -1,0 +1,1 @@
+"""Fine-tuning (full and LoRA SFT) of decoder runs: `llmcycle finetune`."""
