@@ -60,7 +60,10 @@ def _load_rng(ckpt: Path) -> None:
     rank = world()[0]
     for path in (rundir.rng_path(ckpt, rank), rundir.rng_path(ckpt), rundir.rng_path(ckpt, 0)):
         if path.is_file():
-            return set_rng_state(json.loads(path.read_text(encoding="utf-8")))
+            try:
+                return set_rng_state(json.loads(path.read_text(encoding="utf-8")))
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path} is damaged ({e}); resume from an earlier checkpoint") from e
     if any(Path(ckpt).glob("rng*.pt")):
         raise ValueError(f"{ckpt} stores its RNG state as a pickle (rng.pt, llmcycle 0.1), which is not loaded "
                          "because unpickling runs code; continue from its weights with `--init-from` instead")
@@ -110,14 +113,16 @@ def load_weights(model: nn.Module, path: Path) -> None:
             t, dst = f.get_tensor(name), params[name]
             if t.shape != dst.shape:
                 raise ValueError(f"weights in {path} do not fit the model in config.json: {name} is "
-                                 f"{tuple(t.shape)} in the file, {tuple(dst.shape)} in the model")
+                                 f"{tuple(t.shape)} in the file, {tuple(dst.shape)} in the model (the checkpoint "
+                                 "was saved with a different model config; use the run it came from)")
             with torch.no_grad():
                 dst.copy_(t)
             loaded.add(dst.data_ptr())
     missing = [n for n, t in params.items() if n not in names and t.data_ptr() not in loaded]
     unexpected = sorted(names - params.keys())
     if missing or unexpected:
-        raise ValueError(f"weights in {path} do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ValueError(f"weights in {path} do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]} "
+                         "(saved from a different model config; use the run it came from)")
 
 
 def _load_weights_fsdp(model: nn.Module, path: Path) -> None:
@@ -154,22 +159,57 @@ def save(run: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimize
          sharded: bool) -> Path:
     """Write checkpoint `step` (collectively when `sharded`) and prune to the newest `keep`."""
     final = rundir.step_dir(run, step)
-    if sharded:
-        _save_sharded(final, model, optimizer, state)
-    elif is_main():
-        tmp = begin_dir(final)
-        try:
-            save_weights(model, tmp / rundir.WEIGHTS)
-            torch.save(optimizer.state_dict(), rundir.optimizer_path(tmp))
-            _write_common(tmp, state, rundir.rng_path(tmp))
-        except BaseException:
-            abort_dir(tmp)
-            raise
-        commit_dir(tmp, final)
+    try:
+        if sharded:
+            _save_sharded(final, model, optimizer, state)
+        elif is_main():
+            tmp = temp_dir_for(final)
+            try:
+                begin_dir(final)
+                save_weights(model, tmp / rundir.WEIGHTS)
+                torch.save(optimizer.state_dict(), rundir.optimizer_path(tmp))
+                _write_common(tmp, state, rundir.rng_path(tmp))
+            except BaseException:
+                abort_dir(tmp)
+                raise
+            commit_dir(tmp, final)
+    except OSError as e:  # a full disk, a read-only or vanished directory: the previous checkpoints stand
+        raise CheckpointWriteError(_write_failure(run, final, model, optimizer, e)) from e
     if is_main():
         rundir.prune_checkpoints(run, keep)
     _barrier()  # nobody moves on (or reads the checkpoint) before the rename
     return final
+
+
+class CheckpointWriteError(ValueError, OSError):
+    """A checkpoint could not be written (a user-fixable condition: space, permissions)."""
+
+
+def checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """About what one checkpoint takes on disk: the weights plus every optimizer state tensor."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    states = [v for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+    return weights + sum(v.numel() * v.element_size() for v in states)
+
+
+def _write_failure(run: Path, final: Path, model: nn.Module, optimizer, e: OSError) -> str:
+    import errno
+    import shutil
+
+    need = checkpoint_bytes(model, optimizer)
+    where = rundir.checkpoints_dir(run)
+    try:
+        free = f"{shutil.disk_usage(where if where.is_dir() else run).free / 1e6:,.1f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    previous = [p.name for p in rundir.list_checkpoints(run)]
+    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+            errno.EACCES: f"make {where} writable", errno.EPERM: f"make {where} writable",
+            errno.EROFS: "use a writable filesystem"}.get(e.errno, "fix the cause")
+    return (f"could not write checkpoint {final.name} in {where}: {e.strerror or e} ({type(e).__name__}); "
+            f"it needs about {need / 1e6:,.1f} MB, {free}. "
+            f"{'The previous checkpoint ' + previous[-1] + ' is intact' if previous else 'No earlier checkpoint exists'}"
+            f"; {hint}, then continue with --resume")
 
 
 def _write_common(tmp: Path, state: dict, rng_file: Path) -> None:
@@ -212,7 +252,19 @@ def load(ckpt: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None =
         return state
     load_weights(model, ckpt / rundir.WEIGHTS)
     if optimizer is not None:
-        saved = torch.load(rundir.optimizer_path(ckpt), weights_only=True)
+        path = rundir.optimizer_path(ckpt)
+        try:
+            saved = torch.load(path, weights_only=True)
+        except FileNotFoundError:
+            raise ValueError(f"{path} is missing: {ckpt} is not a complete checkpoint; resume from an earlier "
+                             "one or start over with --overwrite") from None
+        except Exception as e:  # truncated or foreign: torch's unpickler says which
+            raise ValueError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); the "
+                             "file is damaged; resume from an earlier checkpoint or start over with --overwrite") from e
+        if len(saved.get("param_groups", [])) != len(optimizer.param_groups) or any(
+                len(a["params"]) != len(b["params"]) for a, b in zip(saved["param_groups"], optimizer.param_groups)):
+            raise ValueError(f"{path} holds the optimizer of another model (different parameter groups): the "
+                             "checkpoint was saved with a different config; resume the run it came from")
         if is_fsdp(model):
             set_optimizer_state_dict(model, optimizer, by_name(model, optimizer, saved),
                                      options=StateDictOptions(full_state_dict=True))

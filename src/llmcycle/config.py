@@ -169,6 +169,8 @@ class DataConfig:
         if self.tokenizer == "bpe" and self.vocab_size < 300:
             raise ValueError(f"vocab_size={self.vocab_size} is too small for BPE; use >= 300 or --tokenizer byte")
         _positive("shard_tokens", self.shard_tokens)
+        if self.max_bytes is not None:
+            _positive("max_bytes", self.max_bytes)
 
 
 def mixture_parts(mix: list[str]) -> list[tuple[str, str, float]]:
@@ -286,7 +288,22 @@ class RunConfig:
         path = Path(path)
         if not path.is_file():
             raise ValueError(f"{path} not found: is this a run directory made by `llmcycle prepare` or `train`?")
-        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        return cls.from_dict(read_json_object(path))
+
+
+def read_json_object(path: str | Path) -> dict:
+    """A JSON file that must hold an object; a damaged, binary or foreign file is a ValueError naming it."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not UTF-8 text (a binary file?); it should be a JSON object") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}); fix or "
+                         "replace the file") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{path} holds a JSON {type(d).__name__}, not an object; is it the right file?")
+    return d
 
 
 def from_dict(cls, d: dict):

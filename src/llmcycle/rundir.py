@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmcycle.atomic import atomic_write_text, stale_temporaries
+from llmcycle.atomic import TMP_SUFFIX, atomic_write_text, stale_temporaries
 from llmcycle.config import RunConfig
 
 CONFIG = "config.json"
@@ -159,15 +159,23 @@ def latest_checkpoint(run: Path) -> Path | None:
 
 
 def prune_checkpoints(run: Path, keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints (keep <= 0 keeps all)."""
+    """Delete all but the newest `keep` checkpoints (keep <= 0 keeps all). Each is first renamed to a
+    temporary name, so a process killed while deleting leaves debris, never a half `step_N`."""
     for old in list_checkpoints(run)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
+        doomed = old.with_name(f".{old.name}.del{TMP_SUFFIX}")
+        os.rename(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def remove_partial_checkpoints(run: Path) -> list[str]:
-    """Delete temporary checkpoint dirs left by a killed process; returns their names."""
+    """Delete temporary checkpoint dirs left by a killed process; returns their names. A re-saved
+    step whose writer died between its two renames (`.step_N.old.tmp` and no `step_N`) is put back."""
     stale = stale_temporaries(checkpoints_dir(run), prefix=".step_")
     for p in stale:
+        final = p.with_name(p.name[1:-len(f".old{TMP_SUFFIX}")]) if p.name.endswith(f".old{TMP_SUFFIX}") else None
+        if final is not None and STEP_DIR.match(final.name) and not final.exists():
+            os.rename(p, final)
+            continue
         shutil.rmtree(p, ignore_errors=True)
     return [p.name for p in stale]
 
@@ -203,8 +211,12 @@ def dcp_dir(ckpt: Path) -> Path:
 def read_state(ckpt: Path) -> dict:
     path = state_path(ckpt)
     if not path.is_file():
-        raise ValueError(f"{path} is missing: {ckpt} is not a complete checkpoint")
-    return json.loads(path.read_text(encoding="utf-8"))
+        raise ValueError(f"{path} is missing: {ckpt} is not a complete checkpoint; resume from an earlier one "
+                         "or start over with --overwrite")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is damaged ({e}); resume from an earlier checkpoint") from e
 
 
 def load_model(run: Path, device="cpu"):

@@ -14,6 +14,7 @@ import json
 import re
 from pathlib import Path
 
+from llmcycle.config import read_json_object
 from llmcycle.hub.source import Checkpoint, TokenizerFiles
 
 # Hugging Face's folder layout
@@ -34,7 +35,7 @@ HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer.model", "*.txt"]
 
 
 def read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return read_json_object(path) if path.is_file() else {}
 
 
 # ------------------------------------------------------------------ weights

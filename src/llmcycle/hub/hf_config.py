@@ -14,10 +14,9 @@ Torch-free, so `llmcycle plan --hf-config` stays fast.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from llmcycle.config import ModelConfig
+from llmcycle.config import ModelConfig, read_json_object
 from llmcycle.hub.folder import HF_CONFIG
 
 LLAMA_TYPES = ("llama", "mistral")  # imported exactly
@@ -33,7 +32,7 @@ def read_hf_config(path: str | Path) -> dict:
         path = path / HF_CONFIG
     if not path.is_file():
         raise ValueError(f"{path} not found: give a Hugging Face {HF_CONFIG} or the folder holding it")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_json_object(path)
 
 
 def architecture(hf: dict) -> str:

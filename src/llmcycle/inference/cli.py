@@ -73,7 +73,13 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
         path = Path(args.file)
         if not path.is_file():
             raise ValueError(f"--file {path} not found")
-        prompts += [p for p in path.read_text(encoding="utf-8").split(args.separator) if p.strip()]
+        try:
+            found = [p for p in path.read_text(encoding="utf-8").split(args.separator) if p.strip()]
+        except UnicodeDecodeError as e:
+            raise ValueError(f"--file {path} is not UTF-8 text (byte {e.start}); give a text file of prompts") from None
+        if not found:
+            raise ValueError(f"--file {path} holds no prompt (it is empty or blank)")
+        prompts += found
     if prompts == ["-"] or (not prompts and not sys.stdin.isatty()):
         prompts = [sys.stdin.read()]
     if not prompts:

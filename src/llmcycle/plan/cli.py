@@ -118,7 +118,26 @@ def _budget(args) -> float | None:
     return args.budget_flops
 
 
+POSITIVE = ("tokens", "budget_flops", "budget_pf_days", "budget_gpu_hours", "unique_tokens", "max_epochs", "params")
+MAX_PARAMS = 1e15  # a thousand times the largest dense models trained so far
+
+
+def check_args(args) -> None:
+    """Sizes and rates that cannot be planned for: a ValueError naming the flag."""
+    for name in POSITIVE:
+        v = getattr(args, name, None)
+        if v is not None and not (0 < v < float("inf")):
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive number, got {v:g}")
+    if getattr(args, "params", None) is not None and args.params > MAX_PARAMS:
+        raise ValueError(f"--params {args.params:g} is beyond any model that can be planned for (at most {MAX_PARAMS:g})")
+    if not 0 < args.mfu <= 1:
+        raise ValueError(f"--mfu is a fraction of peak in (0, 1], got {args.mfu:g} (e.g. 0.4)")
+    if args.price is not None and not 0 <= args.price < float("inf"):
+        raise ValueError(f"--price must be >= 0, got {args.price:g}")
+
+
 def make_plan(args) -> dict:
+    check_args(args)
     info = resolve(args.preset, args.hf_config, args.run, None, args.params, _dims(args))
     strategy = args.strategy or (f"zero{args.zero}" if args.zero is not None else "zero1")
     st = Settings(gpu=args.gpu, gpus=args.gpus, dtype=args.dtype, optimizer=args.optimizer, strategy=strategy, tp=args.tp,

@@ -118,13 +118,23 @@ def _start(run: Path, cfg: RunConfig, model, optimizer, resume: bool, overwrite:
     if removed:
         print0(f"removed incomplete checkpoint(s) from a killed run: {', '.join(removed)}")
     if resume:
-        ckpt = rundir.latest_checkpoint(run)
-        if ckpt is None:
+        ckpts = rundir.list_checkpoints(run)[::-1]
+        if not ckpts:
             raise ValueError(f"--resume: no complete checkpoint in {rundir.checkpoints_dir(run)}; "
                              "start without --resume")
-        state = LoopState.from_dict(checkpoint.load(ckpt, model, optimizer))  # any format, any world size
-        print0(f"resumed from {ckpt.name} (step {state.step}, {state.tokens:,} tokens)")
-        return state
+        errors = []
+        for ckpt in ckpts:  # the newest that loads; a damaged one is named and skipped
+            try:
+                state = LoopState.from_dict(checkpoint.load(ckpt, model, optimizer))  # any format, any world size
+            except ValueError as e:
+                errors.append(f"{ckpt.name}: {e}")
+                print0(f"warning: {errors[-1]}" + ("; trying the one before" if ckpt != ckpts[-1] else ""))
+                continue
+            print0(f"resumed from {ckpt.name} (step {state.step}, {state.tokens:,} tokens)"
+                   + (f", the newest whole one ({len(errors)} newer could not be loaded)" if errors else ""))
+            return state
+        raise ValueError(errors[0] if len(errors) == 1 else
+                         f"--resume: none of the {len(errors)} checkpoints can be loaded; the newest, {errors[0]}")
     old = rundir.list_checkpoints(run)
     if old and not overwrite:
         raise ValueError(f"{run} already holds checkpoints ({', '.join(p.name for p in old)}) of an earlier run; "

@@ -1,0 +1,183 @@
+"""Faults: SIGKILL inside checkpoint writes, full/unwritable disks, damaged or foreign checkpoints.
+
+The full kill campaign (20+ kills, single process and DDP) is `bench/faults.py`; here two kills of a
+single-process run, timed to land inside checkpoint writes, and the in-process failure cases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import importlib.util
+import os
+import random
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from llmcycle import checkpoint, rundir
+from llmcycle.cli import main
+from llmcycle.config import RunConfig
+from llmcycle.train.loop import train
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "faults.py"
+
+
+def _faults():
+    spec = importlib.util.spec_from_file_location("bench_faults", BENCH)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _copy(prepared_run, dst, **train_kw) -> RunConfig:
+    shutil.copytree(prepared_run / "data", dst / "data")
+    cfg = RunConfig.load(rundir.config_path(prepared_run))
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train_kw))
+    cfg.save(rundir.config_path(dst))
+    return cfg
+
+
+@pytest.mark.slow  # three `llmcycle train` subprocesses: ~15 s idle, up to a minute on a busy machine
+def test_sigkill_inside_checkpoint_writes_then_resume_is_bit_exact(prepared_run, tmp_path):
+    f = _faults()
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    cfg = _copy(prepared_run, ref, max_steps=6, ckpt_every=2, eval_every=1000, threads=1)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, dropout=0.1))  # the RNG matters
+    cfg.save(rundir.config_path(ref))
+    shutil.copytree(ref, run)
+    train(ref, cfg, progress=False)
+    expected = f.final_state(ref)
+    rng, resume, log = random.Random(1), False, tmp_path / "log"
+    for _ in range(2):
+        assert f.start_and_kill(run, resume, None, rng, "ckpt", 0, log), "the run ended before the kill"
+        assert list(rundir.checkpoints_dir(run).glob(".step_*.tmp")), "the kill missed the checkpoint write"
+        resume = rundir.latest_checkpoint(run) is not None
+    newest = rundir.latest_checkpoint(run)
+    out = f.run_to_end(run, resume, None)
+    if newest is not None:
+        assert f"resumed from {newest.name}" in out
+    assert f.debris(run) == []
+    model_sd, opt_sd = f.final_state(run)
+    assert f.equal(model_sd, expected[0]) and f.equal(opt_sd, expected[1])
+
+
+# ------------------------------------------------------------------ full disk, unwritable
+
+
+def test_full_disk_keeps_previous_checkpoint_and_says_how_much_space(prepared_run, tmp_path, monkeypatch, capsys):
+    cfg = _copy(prepared_run, tmp_path, max_steps=5, ckpt_every=5, eval_every=1000)
+    train(tmp_path, cfg, progress=False)
+    good = rundir.latest_checkpoint(tmp_path)
+    before = (good / rundir.WEIGHTS).read_bytes()
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", full)  # the optimizer write hits a full disk
+    code = main(["train", "--run", str(tmp_path), "--resume", "--max-steps", "10", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "No space left on device" in err and "step_000010" in err
+    assert "MB free there" in err and "needs about" in err and "step_000005 is intact" in err
+    assert rundir.list_checkpoints(tmp_path) == [good] and (good / rundir.WEIGHTS).read_bytes() == before
+    assert not rundir.remove_partial_checkpoints(tmp_path), "the failed write left its temporary directory"
+
+
+@pytest.mark.parametrize("how", ["patched", "chmod"])
+def test_unwritable_checkpoints_dir_is_a_clear_error(prepared_run, tmp_path, capsys, monkeypatch, how):
+    if how == "chmod" and os.geteuid() == 0:
+        pytest.skip("root ignores directory permissions (the patched case covers it)")
+    cfg = _copy(prepared_run, tmp_path, max_steps=5, ckpt_every=5, eval_every=1000)
+    train(tmp_path, cfg, progress=False)
+    ck = rundir.checkpoints_dir(tmp_path)
+    if how == "patched":
+        def denied(final):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(final))
+
+        monkeypatch.setattr(checkpoint, "begin_dir", denied)
+    ck.chmod(0o555)
+    try:
+        code = main(["train", "--run", str(tmp_path), "--resume", "--max-steps", "10", "--quiet"])
+    finally:
+        ck.chmod(0o755)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert code == 2 and "Permission denied" in err and f"make {ck} writable" in err
+    assert [p.name for p in rundir.list_checkpoints(tmp_path)] == ["step_000005"]
+
+
+def test_checkpoint_size_counts_weights_and_optimizer_state():
+    model = torch.nn.Linear(10, 10)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 10)).sum().backward()
+    opt.step()
+    assert checkpoint.checkpoint_bytes(model, opt) == 110 * 4 * 3 + 2 * 4  # weights, exp_avg, exp_avg_sq, steps
+
+
+# ------------------------------------------------------------------ damaged or foreign checkpoints
+
+
+@pytest.fixture()
+def two_checkpoints(prepared_run, tmp_path):
+    cfg = _copy(prepared_run, tmp_path, max_steps=4, ckpt_every=2, eval_every=1000, keep_checkpoints=0)
+    train(tmp_path, cfg, progress=False)
+    assert [p.name for p in rundir.list_checkpoints(tmp_path)] == ["step_000002", "step_000004"]
+    return tmp_path, cfg
+
+
+def _resume_to(run, cfg, steps, capsys):
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=steps))
+    state = train(run, cfg, resume=True, progress=False)
+    return state, capsys.readouterr().out
+
+
+def test_truncated_newest_weights_resume_from_the_older_and_say_so(two_checkpoints, capsys):
+    run, cfg = two_checkpoints
+    w = rundir.step_dir(run, 4) / rundir.WEIGHTS
+    w.write_bytes(w.read_bytes()[:1000])
+    state, out = _resume_to(run, cfg, 6, capsys)
+    assert "resumed from step_000002" in out and "step_000004" in out and str(w) in out
+    assert state.step == 6
+
+
+def test_missing_state_json_resumes_from_the_older(two_checkpoints, capsys):
+    run, cfg = two_checkpoints
+    rundir.state_path(rundir.step_dir(run, 4)).unlink()
+    _, out = _resume_to(run, cfg, 6, capsys)
+    assert "state.json is missing" in out and "resumed from step_000002" in out
+
+
+def test_damaged_optimizer_and_rng_files_are_named(two_checkpoints, capsys):
+    run, cfg = two_checkpoints
+    rundir.optimizer_path(rundir.step_dir(run, 4)).write_bytes(b"\x00garbage")
+    rundir.rng_path(rundir.step_dir(run, 2)).write_text("{not json")
+    with pytest.raises(ValueError, match="none of the 2 checkpoints") as e:
+        _resume_to(run, cfg, 6, capsys)
+    assert "optimizer.pt cannot be read" in str(e.value)
+    assert "rng.json is damaged" in capsys.readouterr().out
+
+
+def test_checkpoint_of_another_config_is_named_on_load(two_checkpoints, tmp_path):
+    run, cfg = two_checkpoints
+    other = dataclasses.replace(cfg.model, d_model=48)
+    from llmcycle.models import build_model
+
+    with pytest.raises(ValueError, match=r"model\.safetensors do not fit the model.*different model config"):
+        checkpoint.load(rundir.latest_checkpoint(run), build_model(other))
+    with pytest.raises(ValueError, match="different model config"):  # through --resume: every checkpoint fails
+        cfg2 = dataclasses.replace(cfg, model=other, train=dataclasses.replace(cfg.train, max_steps=6))
+        train(run, cfg2, resume=True, progress=False)
+
+
+def test_killed_between_the_renames_of_a_resave_restores_the_step(two_checkpoints):
+    run, _ = two_checkpoints
+    step4 = rundir.step_dir(run, 4)
+    old = step4.with_name(f".{step4.name}.old.tmp")
+    os.rename(step4, old)  # commit_dir moved the old copy aside, then the process died
+    assert rundir.remove_partial_checkpoints(run) == [old.name]
+    assert step4.is_dir() and rundir.latest_checkpoint(run) == step4
