@@ -19,6 +19,12 @@ import json
 import time
 from pathlib import Path
 
+from llmcycle import flags
+from llmcycle.atomic import atomic_write_text
+from llmcycle.config import RunConfig, TrainConfig
+from llmcycle.rundir import (CONFIG, FINETUNE, finetune_path, is_run, latest_checkpoint, load_config, load_tokenizer,
+                             save_config, weights_path)
+
 METHODS = ("full", "lora")
 # Fine-tuning defaults (where they differ from pretraining's): a small learning rate for full
 # fine-tuning, a larger one for the few LoRA weights; no weight decay; short warmup.
@@ -28,9 +34,6 @@ DEFAULTS = {"weight_decay": 0.0, "warmup_steps": 10, "batch_size": 8, "seq_len":
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from llmcycle.config import TrainConfig
-    from llmcycle.flags import add_dataclass_flags  # the flags generated from TrainConfig, shared with `train`
-
     p.add_argument("--run", required=True, help="output run directory (new, or one to --resume / --merge)")
     p.add_argument("--init-from", dest="base", help="the decoder run to fine-tune (trained or imported)")
     p.add_argument("--data", help="a JSONL file (prompt/completion or chat messages), or task:NAME of `llmcycle eval`")
@@ -59,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="after a LoRA fine-tune (or alone, on a finished one): write DIR, a plain run with the adapters "
                         "folded into the base weights")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_dataclass_flags(p, TrainConfig, "training", skip=("init_from",))
+    flags.add_dataclass_flags(p, TrainConfig, "training", skip=("init_from",))  # shared with `train`
 
 
 def _peak_rss() -> int:
@@ -74,7 +77,7 @@ def _peak_rss() -> int:
 
 
 def _spec_from_args(args) -> dict:
-    from llmcycle.finetune.data import DataSpec
+    from llmcycle.finetune.data import DataSpec  # the finetune modules import torch: only when a verb runs
     from llmcycle.finetune.lora import TARGETS, LoraSpec
 
     data = DataSpec(args.data, args.prompt_field, args.completion_field, args.messages_field, args.train_on,
@@ -87,11 +90,10 @@ def _spec_from_args(args) -> dict:
 
 def build_source(spec: dict, cfg, tok_run: Path):
     """Examples -> rows -> the loop's FinetuneBatches; every data error is raised here, before any write."""
-    from llmcycle.finetune.data import DataSpec, Rows, load_examples, split
+    from llmcycle.finetune.data import DataSpec, Rows, load_examples, split  # torch: only when a verb runs
     from llmcycle.finetune.lora import LoraSpec
     from llmcycle.finetune.source import FinetuneBatches, target_bytes_per_token
     from llmcycle.inference.chat import prompt_style
-    from llmcycle.rundir import load_tokenizer, weights_path
 
     t = cfg.train
     tok = load_tokenizer(tok_run)
@@ -121,8 +123,6 @@ def build_source(spec: dict, cfg, tok_run: Path):
 
 
 def _check_base(base: Path):
-    from llmcycle.rundir import CONFIG, is_run, load_config, weights_path
-
     if not is_run(base):
         raise ValueError(f"--init-from {base}: no {CONFIG} there; give a run directory (trained or imported)")
     cfg = load_config(base)
@@ -134,12 +134,9 @@ def _check_base(base: Path):
 
 
 def run(args) -> int:
-    from llmcycle.config import RunConfig, TrainConfig
-    from llmcycle.rundir import FINETUNE, finetune_path, latest_checkpoint, load_config
-
     out = Path(args.run)
     if args.merge and not args.data and not args.resume:
-        from llmcycle.finetune.source import merge_run
+        from llmcycle.finetune.source import merge_run  # torch: only when a verb runs
 
         print(f"merged {out} into {merge_run(out, Path(args.merge))} (plain weights: generate/eval/export read it)")
         return 0
@@ -155,9 +152,7 @@ def run(args) -> int:
             raise ValueError(f"{out} already holds a run; continue it with --resume or choose a new --run")
         base_cfg = _check_base(Path(args.base))
         spec = _spec_from_args(args)
-        from llmcycle.flags import given as given_flags
-
-        given = given_flags(args, TrainConfig)
+        given = flags.given(args, TrainConfig)
         budget = [k for k in ("max_steps", "max_tokens", "max_time") if given.get(k) is not None]
         if args.epochs is not None and budget:
             raise ValueError(f"give one budget: --epochs or --{budget[0].replace('_', '-')}, not both")
@@ -172,14 +167,14 @@ def run(args) -> int:
         raise ValueError("llmcycle finetune runs in one process for now (--strategy single); "
                          "ddp/fsdp fine-tuning is not wired up")
     source, counts, notes = build_source(spec, cfg, Path(spec["base"]))
-    from llmcycle.finetune.lora import count_params
+    from llmcycle.finetune.lora import count_params  # torch: only when a verb runs
 
     trainable, total = count_params(source.meta_model())  # also: LoRA targets that match nothing raise here
     notes.append(f"{spec['method']} fine-tuning: {trainable:,} trainable of {total:,} parameters "
                  f"({trainable / total:.2%})")
     if not args.resume:
         if args.epochs is not None:
-            from llmcycle.finetune.source import steps_for_epochs
+            from llmcycle.finetune.source import steps_for_epochs  # torch: only when a verb runs
 
             steps = steps_for_epochs(args.epochs, len(source.train), cfg.train.batch_size)
             cfg = RunConfig(model=cfg.model, data=cfg.data, train=dataclasses.replace(cfg.train, max_steps=steps))
@@ -191,9 +186,7 @@ def run(args) -> int:
 
 def _start_run(out: Path, cfg, spec: dict, source) -> None:
     """Write config, spec and the base's tokenizer files (every input was checked before)."""
-    from llmcycle.atomic import atomic_write_text
-    from llmcycle.finetune.source import copy_model_files
-    from llmcycle.rundir import finetune_path, save_config
+    from llmcycle.finetune.source import copy_model_files  # torch: only when a verb runs
 
     out.mkdir(parents=True, exist_ok=True)
     copy_model_files(Path(spec["base"]), out)
@@ -202,13 +195,11 @@ def _start_run(out: Path, cfg, spec: dict, source) -> None:
 
 
 def _train(out: Path, cfg, spec: dict, source, args, notes: list[str]) -> int:
+    import torch  # torch and the modules that use it: only when a verb runs
+
     from llmcycle.finetune.lora import count_params
     from llmcycle.finetune.source import merge_run, real_tokens_trained, save_adapter, write_report
-    from llmcycle.atomic import atomic_write_text
-    from llmcycle.rundir import finetune_path
     from llmcycle.train.loop import train
-
-    import torch
 
     t0 = time.perf_counter()
     torch.manual_seed(cfg.train.seed)  # the adapters' random init, before the loop seeds everything else

@@ -14,6 +14,8 @@ import os
 import threading
 from pathlib import Path
 
+from llmcycle.rundir import is_run, load_config, load_model, load_tokenizer
+
 DEFAULT_MAX_SEQ_LEN = 2048
 
 
@@ -40,8 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def load_service(run: Path, name: str, quantize: str | None = None, compile: bool = False, max_batch: int = 8,
                  max_seq_len: int | None = None, max_queue: int = 64, metrics=None, warmup: bool = True):
     """The run's model, tokenizer and prompt style behind a started Engine."""
-    from llmcycle.inference.chat import prompt_style
-    from llmcycle.rundir import load_model, load_tokenizer
+    from llmcycle.inference.chat import prompt_style  # torch and the model: only when a server starts (--help stays fast)
     from llmcycle.serve.engine import Engine
     from llmcycle.serve.service import Service
 
@@ -49,7 +50,7 @@ def load_service(run: Path, name: str, quantize: str | None = None, compile: boo
     if cfg.model.family != "decoder":
         raise ValueError(f"llmcycle serve runs decoder models; {run} is a {cfg.model.family} model")
     if quantize:
-        from llmcycle.inference.weight_only import quantize_weights
+        from llmcycle.inference.weight_only import quantize_weights  # (the same reason)
 
         quantize_weights(model, quantize)
     tok = load_tokenizer(run)
@@ -65,7 +66,7 @@ def load_service(run: Path, name: str, quantize: str | None = None, compile: boo
 
 def _warm_up(engine, tok, rows: int) -> None:
     """Decode a few tokens at batch sizes 1 and `rows` (compiles the step's graphs before /health says ok)."""
-    import torch
+    import torch  # torch: only when a server starts
 
     from llmcycle.inference.sampling import SamplingConfig
     from llmcycle.serve.engine import Request
@@ -82,11 +83,9 @@ def _warm_up(engine, tok, rows: int) -> None:
 
 
 def run(args) -> int:
-    import uvicorn
+    import uvicorn  # the ASGI stack: only when a server starts
 
     from llmcycle.serve.app import create_app
-
-    from llmcycle.rundir import is_run, load_config
 
     run_dir = Path(args.run)
     if not is_run(run_dir):
@@ -95,7 +94,7 @@ def run(args) -> int:
     if family != "decoder":  # refused before the server starts, not only by /health
         raise ValueError(f"llmcycle serve runs decoder models; {run_dir} is a {family} model")
     if args.threads:
-        import torch
+        import torch  # (the same reason)
 
         torch.set_num_threads(args.threads)
     name = args.model_name or run_dir.resolve().name
