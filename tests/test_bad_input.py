@@ -37,6 +37,8 @@ def places(prepared_run, tmp_path_factory):
     (f / "latin1.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e\n".encode("latin-1") * 50)
     (f / "bad.jsonl").write_text('{"text": "fine"}\n{"text": "broken\n{"text": "ok"}\n')
     (f / "nofield.jsonl").write_text('{"body": "a"}\n{"body": "b"}\n')
+    (f / "pc.jsonl").write_text('{"prompt": "abc", "completion": "cba"}\n' * 20)
+    (f / "chat.jsonl").write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}\n' * 20)
     (f / "bad.json").write_text('{"hidden_size": 64,')
     (f / "list.json").write_text('[1, 2]')
     (f / "empty.gguf").write_bytes(b"")
@@ -126,6 +128,19 @@ CASES = [
     ("eval-missing-data", "eval --run {run} --task sst2 --data-dir {f}/nodata", None, "nodata", 2),
     ("eval-hf-missing", "eval --hf {f}/nope --task sst2 --out {new}", None, "nope", 2),
     ("eval-no-model", "eval --task sst2", None, "--run", 2),
+    # ---- finetune
+    ("finetune-no-base", "finetune --quiet --run {new} --data {f}/bad.jsonl", None, "--init-from", 2),
+    ("finetune-base-not-a-run", "finetune --quiet --run {new} --init-from {f}/nocfg --data {f}/bad.jsonl", None, "config.json", 2),
+    ("finetune-missing-data", "finetune --quiet --run {new} --init-from {run} --data {f}/nope.jsonl", None, "nope.jsonl", 2),
+    ("finetune-bad-jsonl-line", "finetune --quiet --run {new} --init-from {run} --data {f}/bad.jsonl", None, "bad.jsonl:2: not valid json", 2),
+    ("finetune-missing-fields", "finetune --quiet --run {new} --init-from {run} --data {f}/nofield.jsonl", None, "prompt", 2),
+    ("finetune-lora-targets-match-nothing", "finetune --quiet --run {new} --init-from {run} --data {f}/pc.jsonl "
+     "--lora-targets nosuchlayer", None, "nosuchlayer", 2),
+    ("finetune-chat-without-template", "finetune --quiet --run {new} --init-from {run} --data {f}/chat.jsonl", None,
+     "chat template", 2),
+    ("finetune-two-budgets", "finetune --quiet --run {new} --init-from {run} --data {f}/pc.jsonl --epochs 1 "
+     "--max-steps 3", None, "one budget", 2),
+    ("finetune-resume-not-a-finetune", "finetune --quiet --run {run} --resume", None, "not a fine-tune run", 2),
     # ---- plan
     ("plan-negative-tokens", "plan --preset gpt3-small --tokens=-1e12", None, "tokens", 2),
     ("plan-negative-tokens-json", "plan --preset gpt3-small --tokens=-1e12 --json", None, "tokens", 2),
