@@ -65,17 +65,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     flags.add_dataclass_flags(p, TrainConfig, "training", skip=("init_from",))  # shared with `train`
 
 
-def _peak_rss() -> int:
-    """Peak resident memory of this process (VmHWM), bytes; 0 where /proc is absent."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
 def _spec_from_args(args) -> dict:
     from llmcycle.finetune.data import DataSpec  # the finetune modules import torch: only when a verb runs
     from llmcycle.finetune.lora import TARGETS, LoraSpec
@@ -199,6 +188,7 @@ def _train(out: Path, cfg, spec: dict, source, args, notes: list[str]) -> int:
 
     from llmcycle.finetune.lora import count_params
     from llmcycle.finetune.source import merge_run, real_tokens_trained, save_adapter, write_report
+    from llmcycle.runtime import peak_rss_mb
     from llmcycle.train.loop import train
 
     t0 = time.perf_counter()
@@ -209,7 +199,7 @@ def _train(out: Path, cfg, spec: dict, source, args, notes: list[str]) -> int:
     trainable, total = count_params(source.model)
     result = {"trainable_params": trainable, "total_params": total, "steps": state.step,
               "tokens_trained": real_tokens_trained(source.train, state.step, cfg.train.batch_size, cfg.train.seed),
-              "wall_s": round(wall, 1), "peak_rss_bytes": _peak_rss(), "val_loss": state.val["val_loss"]}
+              "wall_s": round(wall, 1), "peak_rss_bytes": int(peak_rss_mb() * 2**20), "val_loss": state.val["val_loss"]}
     if spec["method"] == "lora":
         path = save_adapter(out, source.model, source.lora, spec["base"])
         result["adapter_bytes"] = path.stat().st_size

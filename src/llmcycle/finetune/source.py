@@ -19,13 +19,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import save
 
 from llmcycle import rundir
 from llmcycle.atomic import atomic_dir, atomic_write_bytes, atomic_write_text
 from llmcycle.checkpoint import load_weights, save_weights
 from llmcycle.config import ModelConfig, RunConfig
+from llmcycle.data.loader import global_batch_ids, rank_share
 from llmcycle.finetune.data import IGNORE, Rows
 from llmcycle.finetune.lora import LoraSpec, add_lora, adapter_state, merge_into
+from llmcycle.lifecycle.report import plot_loss, read_metrics
 from llmcycle.models import build_model
 from llmcycle.train.batches import Batches
 
@@ -48,8 +51,6 @@ class FinetuneBatches(Batches):
         return self.batch_size * self.seq_len
 
     def micro_batches(self, step, rank, world_size, micro, accum) -> list[dict]:
-        from llmcycle.data.loader import global_batch_ids, rank_share
-
         ids = rank_share(global_batch_ids(step, self.batch_size, len(self.train), self.seed), rank, world_size)
         return [self.train.get(ids[i * micro:(i + 1) * micro]) for i in range(accum)]
 
@@ -80,8 +81,6 @@ def target_bytes_per_token(rows: Rows, tok) -> float:
 
 
 def save_adapter(run: Path, model: torch.nn.Module, spec: LoraSpec, base: str) -> Path:
-    from safetensors.torch import save
-
     meta = {"format": "llmcycle-lora", "lora": json.dumps(spec.to_dict()), "base": base}
     path = rundir.adapter_path(run)
     atomic_write_bytes(path, save(adapter_state(model), metadata=meta))
@@ -135,15 +134,11 @@ def copy_model_files(src: Path, dst: Path) -> None:
 
 def real_tokens_trained(rows: Rows, steps: int, batch_size: int, seed: int) -> int:
     """Non-padding input tokens the first `steps` optimizer steps drew (the loop's batches by step)."""
-    from llmcycle.data.loader import global_batch_ids
-
     return sum(rows.real_tokens(global_batch_ids(s, batch_size, len(rows), seed)) for s in range(steps))
 
 
 def write_report(run: Path, spec: dict, result: dict, notes: list[str]) -> Path:
     """RUN/report.md (what was trained, on what, at what cost, validation before/after) and the loss curve."""
-    from llmcycle.lifecycle.report import plot_loss, read_metrics
-
     run = Path(run)
     _, vals = read_metrics(run)
     method = spec["method"] + (f" (rank {spec['lora']['rank']}, alpha {spec['lora']['alpha']:g}, dropout "

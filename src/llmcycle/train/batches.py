@@ -3,7 +3,7 @@
     class Batches:                          the interface the loop calls
         tokens_per_step                     training tokens per optimizer step (all ranks)
         bytes_per_token                     text bytes per token, for bits per byte (None: not meaningful)
-        micro_batches(step, rank, world, micro, accum) -> [model kwargs] x accum
+        micro_batches(step, rank, world, micro, accum) -> accum model-kwargs dicts (an iterable)
         validation() -> {name: [model kwargs, ...]}  fixed batches, the same at every evaluation
 
     PretrainBatches(run, cfg)               token windows of RUN/data under the family's objective
@@ -58,10 +58,11 @@ class PretrainBatches(Batches):
         val_split = meta["splits"]["val"]
         self.bytes_per_token = val_split["text_bytes"] / val_split["tokens"]
 
-    def micro_batches(self, step, rank, world_size, micro, accum) -> list[dict]:
+    def micro_batches(self, step, rank, world_size, micro, accum):
         ids = rank_share(global_batch_ids(step, self.batch_size, len(self.train), self.seed), rank, world_size)
         generator = torch.Generator().manual_seed(hash((self.seed, step, rank)) % 2**63)  # objective randomness
-        return [self.objective(self.train.get(ids[i * micro:(i + 1) * micro]), generator) for i in range(accum)]
+        for i in range(accum):  # one micro-batch in memory at a time
+            yield self.objective(self.train.get(ids[i * micro:(i + 1) * micro]), generator)
 
     def validation(self, rank, world_size) -> dict[str, list[dict]]:
         out = {}

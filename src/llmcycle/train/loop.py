@@ -183,11 +183,9 @@ def validation_loss(model, batches: list[dict], device, dtype: str) -> float:
 def evaluate(model, val_sets: dict[str, list[dict]], device, dtype: str, bytes_per_token: float | None) -> dict:
     """Validation loss of every set ("" is the whole validation split; others are a mixture's sources),
     and bits per byte (tokenizer-invariant; meaningful for the causal objective)."""
-    out = {}
-    for name, batches in val_sets.items():
-        out[f"val_loss/{name}" if name else "val_loss"] = validation_loss(model, batches, device, dtype)
-    loss = out["val_loss"]
-    out = {"val_loss": loss, "val_bpb": loss / math.log(2) / bytes_per_token if bytes_per_token else None, **out}
+    out = {f"val_loss/{name}" if name else "val_loss": validation_loss(model, batches, device, dtype)
+           for name, batches in val_sets.items()}
+    out["val_bpb"] = out["val_loss"] / math.log(2) / bytes_per_token if bytes_per_token else None
     return out
 
 
