@@ -193,6 +193,7 @@ def main() -> int:
     ap.add_argument("--soak-timeout", type=float, default=900, help="seconds for the soak at most")
     ap.add_argument("--load-timeout", type=float, default=900, help="seconds for a server to load and compile")
     ap.add_argument("--port", type=int, default=8731)
+    ap.add_argument("--no-llamacpp", action="store_true", help="skip llama.cpp's server")
     ap.add_argument("--json", default=None, help="write all rows to this file")
     args = ap.parse_args()
     ensure_run()
@@ -216,10 +217,10 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    proc = start_llamacpp(args.port + 1, args.threads, args.max_seq_len)
-    if proc is None:
+    proc = None if args.no_llamacpp else start_llamacpp(args.port + 1, args.threads, args.max_seq_len)
+    if proc is None and not args.no_llamacpp:
         print("llama.cpp server: skipped (llama_cpp.server is not importable: pip install 'llama-cpp-python[server]')")
-    else:
+    elif proc is not None:
         url = f"http://127.0.0.1:{args.port + 1}"
         try:
             wait_ready(url, proc, args.load_timeout, health="/v1/models")

@@ -94,11 +94,15 @@ def test_gpt2_style_runs_are_refused(tmp_path, capsys):
     assert "--to hf" in capsys.readouterr().err
 
 
-def test_llama_cpp_gives_the_same_greedy_tokens(run, tmp_path):
+@pytest.mark.parametrize("which", ["run", "gqa_run"])
+def test_llama_cpp_gives_the_same_greedy_tokens(which, request, tmp_path):
+    """llama.cpp (llama-cpp-python) reads the exported f32 file and decodes greedily what llmcycle
+    decodes on the same weights: tied head and multi-head attention, untied head and grouped-query."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (opt-in: .[llamacpp])")
+    run = request.getfixturevalue(which)
     out = tmp_path / "model.gguf"
-    main(["export", "--run", str(run), "--to", "gguf", str(out)])
-    llm = llama_cpp.Llama(model_path=str(out), n_ctx=96, verbose=False, logits_all=False)
+    assert main(["export", "--run", str(run), "--to", "gguf", str(out)]) == 0
+    llm = llama_cpp.Llama(model_path=str(out), n_ctx=96, n_threads=1, verbose=False, logits_all=False)
     a, _ = load_model(run)
     want = generate_ids(a, [PROMPT], 16, SamplingConfig(temperature=0))[0]
     got = []
