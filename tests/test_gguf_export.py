@@ -99,7 +99,19 @@ def test_llama_cpp_gives_the_same_greedy_tokens(which, request, tmp_path):
     """llama.cpp (llama-cpp-python) reads the exported f32 file and decodes greedily what llmcycle
     decodes on the same weights: tied head and multi-head attention, untied head and grouped-query."""
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (opt-in: .[llamacpp])")
-    run = request.getfixturevalue(which)
+    import shutil
+
+    from llmcycle.data.tokenizer import train_bpe
+    from llmcycle.rundir import tokenizer_path
+
+    run = tmp_path / "run"
+    shutil.copytree(request.getfixturevalue(which), run)
+    # llama.cpp refuses a byte-level BPE vocabulary without merges (the fixtures' byte tokenizer): a
+    # trained one, as every real run has, within the model's 300 rows
+    text = "the cat sat on the mat; the dog sat on the log. " * 50
+    tok = train_bpe([text], 300)
+    assert tok.vocab_size <= 300
+    tok.save(tokenizer_path(run))  # replaces the byte tokenizer
     out = tmp_path / "model.gguf"
     assert main(["export", "--run", str(run), "--to", "gguf", str(out)]) == 0
     llm = llama_cpp.Llama(model_path=str(out), n_ctx=96, n_threads=1, verbose=False, logits_all=False)
