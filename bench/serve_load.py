@@ -70,7 +70,8 @@ def start_llmcycle(config: str, port: int, threads: int, max_batch: int, max_seq
 
 def start_llamacpp(port: int, threads: int, max_seq_len: int) -> subprocess.Popen | None:
     """llama-cpp-python's server on the same GGUF, at the same thread count (prompt and decode threads).
-    No --chat_format: it renders the chat template stored in the GGUF, the one `llmcycle import` took."""
+    No --chat_format: it renders the chat template stored in the GGUF, the one `llmcycle import` took.
+    llama-cpp-python's server runs one request at a time (a lock around the model); concurrent ones wait."""
     try:
         import llama_cpp.server  # noqa: F401
     except ImportError:
@@ -79,7 +80,8 @@ def start_llamacpp(port: int, threads: int, max_seq_len: int) -> subprocess.Pope
 
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--port", str(port),
            "--host", "127.0.0.1", "--n_threads", str(threads), "--n_threads_batch", str(threads),
-           "--n_ctx", str(max_seq_len), "--model_alias", "smollm2"]
+           "--n_ctx", str(max_seq_len), "--model_alias", "smollm2",
+           "--interrupt_requests", "False"]  # its default: a new request aborts the one running (no batching)
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=_log("llamacpp"), text=True)
 
 
