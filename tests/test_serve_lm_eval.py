@@ -28,6 +28,6 @@ def test_lm_eval_through_the_server_matches_llmcycle_eval():
 
     r = lm_eval_serve.compare(lm_eval_serve.serve_load.ensure_run(), limit=12, threads=1, port=8743)
     assert r["items"] == 12
-    assert r["acc_lm_eval_server"] == r["acc_llmcycle_eval"]
+    assert r["correct_lm_eval_server"] == r["correct_llmcycle_eval"]  # the same accuracy (counted, not float)
     assert r["same_prediction"] == 12
     assert r["max_loglik_diff"] < 1e-3  # the same log-probabilities, up to float rounding
