@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import importlib.util
+import json
 import os
 import random
 import shutil
@@ -183,3 +184,52 @@ def test_killed_between_the_renames_of_a_resave_restores_the_step(two_checkpoint
     os.rename(step4, old)  # commit_dir moved the old copy aside, then the process died
     assert rundir.remove_partial_checkpoints(run) == [old.name]
     assert step4.is_dir() and rundir.latest_checkpoint(run) == step4
+
+
+# ------------------------------------------------------------------ a tokenizer that does not match the data
+
+
+def _swap_tokenizer(run: Path, how: str) -> Path:
+    tok_file = rundir.tokenizer_path(run)
+    if how == "other":  # another tokenizer altogether (a char vocabulary instead of the byte one)
+        from llmcycle.data.tokenizer import char_tokenizer
+
+        char_tokenizer(set("abcdefgh ")).save(tok_file.parent)
+    else:  # the same size, two ids swapped: every "a" in the data would read as "b"
+        spec = json.loads(tok_file.read_text(encoding="utf-8"))
+        vocab = spec["model"]["vocab"]
+        vocab["a"], vocab["b"] = vocab["b"], vocab["a"]
+        tok_file.write_text(json.dumps(spec), encoding="utf-8")
+    return tok_file
+
+
+@pytest.mark.parametrize("how", ["other", "edited"])
+def test_a_tokenizer_swapped_after_prepare_is_refused_on_load(prepared_run, tmp_path, how):
+    cfg = _copy(prepared_run, tmp_path, max_steps=2, eval_every=1000)
+    meta = json.loads(rundir.meta_path(rundir.data_dir(tmp_path)).read_text())
+    assert len(meta["tokenizer"]["sha256"]) == 64  # prepare recorded what the shards were made with
+    tok_file = _swap_tokenizer(tmp_path, how)
+    meta_file = rundir.meta_path(rundir.data_dir(tmp_path))
+    with pytest.raises(ValueError) as e:  # train (fresh or --resume) reads the data
+        train(tmp_path, cfg, progress=False)
+    for fragment in (str(tok_file), str(rundir.data_dir(tmp_path)), "llmcycle prepare", "is not the tokenizer"):
+        assert fragment in str(e.value)
+    assert str(meta_file) in str(e.value) or how == "other"
+    with pytest.raises(ValueError, match="is not the tokenizer the shards"):  # generate / eval / serve load it
+        rundir.load_tokenizer(tmp_path)
+    assert not rundir.list_checkpoints(tmp_path)
+
+
+def test_a_legacy_meta_without_the_tokenizer_hash_still_loads(prepared_run, tmp_path):
+    cfg = _copy(prepared_run, tmp_path, max_steps=2, eval_every=1000)
+    meta_file = rundir.meta_path(rundir.data_dir(tmp_path))
+    meta = json.loads(meta_file.read_text())
+    del meta["tokenizer"]["sha256"]
+    meta_file.write_text(json.dumps(meta))
+    assert rundir.load_tokenizer(tmp_path).vocab_size == meta["vocab_size"]
+    assert train(tmp_path, cfg, progress=False).step == 2
+    from llmcycle.data.tokenizer import char_tokenizer
+
+    char_tokenizer(set("abc")).save(rundir.data_dir(tmp_path))  # without the hash, the vocabulary size still tells
+    with pytest.raises(ValueError, match="it has 3 tokens, the data 292"):
+        rundir.load_tokenizer(tmp_path)

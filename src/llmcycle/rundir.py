@@ -119,11 +119,15 @@ def tokenizer_path(run: Path) -> Path:
 def load_tokenizer(run: Path):
     from llmcycle.data.tokenizer import Tokenizer  # the tokenizers library only when a tokenizer is needed
 
+    from llmcycle.data.shards import check_tokenizer  # (the same reason)
+
     path = tokenizer_path(run)
     if not path.is_file():
         raise ValueError(f"no {TOKENIZER} in {data_dir(run)}: run `llmcycle prepare --run {run}` first "
                          "(or `llmcycle import` a model)")
-    return Tokenizer.load(path)
+    tok = Tokenizer.load(path)
+    check_tokenizer(data_dir(run), path, tok.vocab_size)  # the one the run's data (and so its model) was made with
+    return tok
 
 
 # ------------------------------------------------------------------ checkpoints
