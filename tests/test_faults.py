@@ -233,3 +233,70 @@ def test_a_legacy_meta_without_the_tokenizer_hash_still_loads(prepared_run, tmp_
     char_tokenizer(set("abc")).save(rundir.data_dir(tmp_path))  # without the hash, the vocabulary size still tells
     with pytest.raises(ValueError, match="it has 3 tokens, the data 292"):
         rundir.load_tokenizer(tmp_path)
+
+
+# ------------------------------------------------------------------ --overwrite: never a half-deleted run
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL at one point of a write: nothing after it runs, no handler sees it."""
+
+
+def _tree(run: Path) -> dict[str, bytes]:
+    return {p.relative_to(run).as_posix(): p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_killed_at_every_step_leaves_the_run_whole_or_gone(two_checkpoints, tmp_path_factory, monkeypatch):
+    """`discard_training` (what --overwrite does) is cut at each of its renames and deletions in turn;
+    after recovery the earlier run is either all there, byte for byte, or all gone: never half."""
+    run, cfg = two_checkpoints
+    outputs = {k: v for k, v in _tree(run).items() if k.split("/")[0] in rundir.TRAINING_OUTPUTS}
+    assert any(k.startswith("checkpoints/step_000004/") for k in outputs) and rundir.METRICS in outputs
+    real_rename, real_rmtree = os.rename, shutil.rmtree
+    outcomes, point = [], 0
+    while True:
+        work = tmp_path_factory.mktemp("overwrite")
+        shutil.copytree(run, work, dirs_exist_ok=True)
+        calls = 0
+
+        def cut(real):
+            def op(*a, **k):
+                nonlocal calls
+                calls += 1
+                if calls > point:
+                    raise _Killed
+                return real(*a, **k)
+            return op
+
+        monkeypatch.setattr(os, "rename", cut(real_rename))
+        monkeypatch.setattr(shutil, "rmtree", cut(real_rmtree))
+        try:
+            rundir.discard_training(work)
+            finished = True
+        except _Killed:
+            finished = False
+        monkeypatch.setattr(os, "rename", real_rename)
+        monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+        rundir.remove_partial_checkpoints(work)  # what the next train does first
+        left = {k: v for k, v in _tree(work).items() if k.split("/")[0] in rundir.TRAINING_OUTPUTS}
+        assert left in (outputs, {}), f"cut after {point} operations: a half-deleted run: {sorted(left)}"
+        assert not [p.name for p in work.iterdir() if p.name.endswith(".tmp")], "debris left"
+        assert (work / rundir.CONFIG).is_file() and rundir.meta_path(rundir.data_dir(work)).is_file()
+        outcomes.append("whole" if left else "gone")
+        if finished:
+            break
+        point += 1
+    assert point >= 3 and outcomes[0] == "whole" and outcomes[-1] == "gone", outcomes
+    state = train(work, cfg, overwrite=True, progress=False)  # and a fresh run starts in it
+    assert state.step == cfg.train.max_steps and len(rundir.read_metrics(work)) > 0
+
+
+def test_train_overwrite_replaces_checkpoints_and_log(two_checkpoints):
+    run, cfg = two_checkpoints
+    before = rundir.read_metrics(run)
+    cfg3 = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_steps=3, ckpt_every=3))
+    train(run, cfg3, overwrite=True, progress=False)
+    assert [p.name for p in rundir.list_checkpoints(run)] == ["step_000003"]
+    after = rundir.read_metrics(run)
+    assert after and max(m["step"] for m in after) <= 3 < max(m["step"] for m in before)  # a new log, not appended
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp")]

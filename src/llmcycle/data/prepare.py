@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -116,8 +115,7 @@ def _prepare_locked(run: Path, data: DataConfig, base: RunConfig, overwrite: boo
         )
     meta = prepare(data, rundir.data_dir(run), progress)
     if ckpts:
-        shutil.rmtree(rundir.checkpoints_dir(run))
-        rundir.metrics_path(run).unlink(missing_ok=True)
+        rundir.discard_training(run)  # checkpoints and metrics in one step: a kill leaves them whole or gone
         print(f"--overwrite: deleted {len(ckpts)} checkpoint(s) and {rundir.METRICS} of {run}, "
               "which were trained on the data just replaced")
     vocab = meta["vocab_size"]
