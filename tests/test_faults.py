@@ -429,3 +429,15 @@ def test_a_failure_every_rank_shares_is_said_once(tmp_path):
     err = _failure_message(ChildFailedError("train", {0: failure(0, "DistBackendError: Connection closed", 2),
                                                       1: failure(1, "ValueError: boom", 3)}))
     assert str(err).startswith("training stopped: rank 1 ") and "rank 0 failed too: DistBackendError" in str(err)
+
+
+def test_a_pickled_rng_state_is_refused_not_unpickled(two_checkpoints):
+    run, cfg = two_checkpoints
+    ckpt = rundir.latest_checkpoint(run)
+    rundir.rng_path(ckpt).rename(ckpt / "rng.pt")  # llmcycle 0.1's pickle (here: any bytes; never opened)
+    from llmcycle.models import build_model
+    from llmcycle.train.optim import build_optimizer
+
+    model = build_model(cfg.model)
+    with pytest.raises(ValueError, match=r"rng\.pt.*unpickling runs code.*--init-from"):
+        checkpoint.load(ckpt, model, build_optimizer(model, cfg.train))
