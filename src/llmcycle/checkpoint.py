@@ -276,20 +276,22 @@ def _all_or_none(part, doing: list[str]) -> None:
     """Run this rank's `part` of a collective write, then exchange outcomes with every rank (one
     all-gather of a small tuple), so that all raise `RankWriteFailed` together if any rank's part
     failed. `doing[0]`: what the part was doing, for the message."""
-    rank = world()[0]
-    outcome = None
+    rank, outcome, bug = world()[0], None, None
     try:
         part()
-    except (Exception, CheckpointException) as e:  # DCP's CheckpointException is a BaseException
+    except (Exception, CheckpointException) as raised:  # DCP's CheckpointException is a BaseException
+        e = raised
         if isinstance(e, CheckpointException) and e.failures:  # DCP already gathered: name its first failure
             rank, (e, _) = min(e.failures.items(), key=lambda kv: kv[0])
         if isinstance(e, OSError):
             outcome = (rank, doing[0], e.errno, e.strerror or str(e), type(e).__name__)
-        else:
-            outcome = (rank, doing[0], None, f"{type(e).__name__}: {e}", type(e).__name__)
+        else:  # not a disk condition: the others stop too, and this rank keeps the traceback
+            outcome, bug = (rank, doing[0], None, f"{type(e).__name__}: {e}", type(e).__name__), raised
     outcomes = [None] * dist.get_world_size()
     dist.all_gather_object(outcomes, outcome)
     failed = [o for o in outcomes if o is not None]
+    if bug is not None:
+        raise bug
     if failed:
         raise RankWriteFailed(*min(failed, key=lambda o: o[0]))
 
