@@ -186,6 +186,7 @@ CASES = [
     ("plan-run-missing", "plan --run {f}/nope", None, "nope", 2),
     ("plan-mfu-big", "plan --preset gpt3-small --mfu 3", None, "mfu", 2),
     ("plan-negative-budget", "plan --preset gpt3-small --budget-pf-days=-2", None, "budget", 2),
+    ("plan-negative-inference-tokens", "plan --params 7e9 --inference-tokens=-2e12", None, "inference-tokens", 2),
     # ---- no verb / unknown verb
     ("unknown-verb", "fly", None, "invalid choice", 2),
 ]
