@@ -201,9 +201,23 @@ def output_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el: 
 
 
 def activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el: float = 2, tp: int = 1, sp: bool = False,
-                     recompute: str = "none", flash: bool = True, dropout: bool = False, dec_seq: int | None = None) -> float:
+                     recompute: str = "none", flash: bool = True, dropout: bool = False, dec_seq: int | None = None,
+                     eager: bool = False) -> float:
     """All layers' activations on the first pipeline stage. With 1F1B pipelining that stage holds
-    pp micro-batches of L/pp layers: L layers' worth whatever pp is (Korthikanti sec. 4.2.3)."""
+    pp micro-batches of L/pp layers: L layers' worth whatever pp is (Korthikanti sec. 4.2.3).
+
+    eager (what `training_memory` passes for fp32): plain PyTorch eager training at fp32, as
+    `llmcycle train` runs on a CPU, is accounted by what autograd keeps for llmcycle's layers (`llmcycle_activation_bytes`:
+    measured within 6% on CPU fp32, bench/plan_vs_measured.py --recompute) instead of Korthikanti's
+    table, which describes Megatron's fused 16-bit GPU kernels and leaves out what dominates small
+    fp32 models: the loss's fp32 logits and their two gradient buffers, rotary's rotated q and k,
+    the eager norms' saved outputs, the block rerun in backward under full recomputation, and
+    selective recomputation's op-level policy (matmul and attention outputs kept, the rest rerun).
+    It applies where that accounting is derived: flash attention, no dropout, one tensor-parallel
+    rank, decoder or encoder; anything else keeps Korthikanti's table."""
+    recompute = _norm("recompute", recompute, RECOMPUTE, {})
+    if eager and flash and not dropout and tp == 1 and not sp and sh.family != "seq2seq":
+        return llmcycle_activation_bytes(sh, seq, batch, bytes_per_el, recompute)["total"]
     kw = dict(bytes_per_el=bytes_per_el, tp=tp, sp=sp, recompute=recompute, flash=flash, dropout=dropout)
     total = sh.n_layer * layer_activation_bytes(sh, seq, batch, **kw)
     if sh.family == "seq2seq":
@@ -226,7 +240,8 @@ def training_memory(n_params: float, shape: ModelShape | None = None, *, dtype: 
     act = 0.0
     if shape is not None:
         e = dtype_bytes(dtype)
-        act = activation_bytes(shape, seq or shape.max_seq_len, batch, e, tp, sp, recompute, flash)
+        act = activation_bytes(shape, seq or shape.max_seq_len, batch, e, tp, sp, recompute, flash,
+                               eager=DTYPE_ALIASES.get(dtype, dtype) == "fp32")  # fp32: eager PyTorch's accounting
     out = {k: states[k] for k in ("weights", "grads", "optimizer")}
     out["activations"] = act
     out["total"] = states["total"] + act

@@ -28,6 +28,7 @@ from llmcycle.models import build_model
 from llmcycle.models.accounting import flops_per_token
 from llmcycle.runtime import (autocast, destroy_distributed, init_distributed, is_main, matmul_peak_flops,
                               pick_device, print0, seed_everything, world)
+from llmcycle.train.allocator import keep_freed_memory
 from llmcycle.train.batches import Batches, PretrainBatches
 from llmcycle.train.compile import compile_for_training
 from llmcycle.train.optim import build_optimizer, lr_at, set_lr
@@ -73,7 +74,7 @@ def _train(run, cfg, device, resume, progress, overwrite, make_batches, model) -
     log = _Log(run, state, progress, t.log_every, flops_tok, matmul_peak_flops(device))
     val_sets = data.validation(rank, world_size)
     resumed_at = state.step if resume else None
-    with log:
+    with log, keep_freed_memory(device.type == "cpu"):  # no page faults per step for big tensors
         while True:
             step, last = state.step, budget.done()
             if step % t.eval_every == 0 or last:
