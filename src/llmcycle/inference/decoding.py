@@ -32,19 +32,24 @@ def decode_loop(logits: torch.Tensor, step: Callable[[torch.Tensor, torch.Tensor
     """Sample one token per row at a time. logits (B, 1, V) come from the prefill; step(next ids (B,),
     all new ids (B, n)) returns the next logits. Stops at max_new_tokens, when every row has
     produced its end (eos_id: one id for every row, or a (B, E) tensor of the ids that end each row),
-    or when on_step(next ids) returns True. Returns the new ids (B, n)."""
+    or when on_step(next ids) returns True. Returns the new ids (B, n).
+    The new ids go into one preallocated (B, max_new_tokens) buffer (no growing `torch.cat` per token),
+    and without an eos there is no per-token `done` check (no device sync)."""
     B = logits.shape[0]
-    out = torch.empty(B, 0, dtype=torch.long, device=logits.device)
-    done = torch.zeros(B, dtype=torch.bool, device=logits.device)
-    for _ in range(max_new_tokens):
+    out = torch.empty(B, max_new_tokens, dtype=torch.long, device=logits.device)
+    done = torch.zeros(B, dtype=torch.bool, device=logits.device) if eos_id is not None else None
+    n = 0
+    for n in range(1, max_new_tokens + 1):
         nxt = sample_next(logits[:, -1], sampling, generator)  # (B,)
-        out = torch.cat([out, nxt[:, None]], 1)
-        if eos_id is not None:
+        out[:, n - 1] = nxt
+        if done is not None:
             done |= (nxt[:, None] == eos_id).any(-1) if torch.is_tensor(eos_id) else nxt == eos_id
-        if bool(done.all()) or (on_step is not None and on_step(nxt)) or out.shape[1] == max_new_tokens:
+            if bool(done.all()):
+                break
+        if (on_step is not None and on_step(nxt)) or n == max_new_tokens:
             break
-        logits = step(nxt, out)
-    return out
+        logits = step(nxt, out[:, :n])
+    return out[:, :n]
 
 
 def seeded_generator(model, seed: int | None) -> torch.Generator | None:

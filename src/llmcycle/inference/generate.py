@@ -17,6 +17,7 @@ from typing import Callable
 
 import torch
 
+from llmcycle.inference.aot import aot_step
 from llmcycle.inference.batching import left_pad, positions
 from llmcycle.inference.config import GenerationConfig, SamplingConfig
 from llmcycle.inference.decoding import Completion, completions, decode_loop, seeded_generator, text_watcher
@@ -63,12 +64,24 @@ def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling:
         cache = KVCache(cfg.n_layer, B, cfg.kv_heads, cfg.hd, T0 + max_new_tokens, device, dtype)
     logits, _ = model(idx, cache=cache, pos=pos, pad=pad, last_only=True)  # prefill: (B, 1, V)
     last = pos[..., -1:]  # (1,) or (B, 1): the last prompt position of each row
-    fixed = compiled_step(model) if compile and use_cache else None
+    aot = fixed = None
+    if compile and use_cache:
+        aot = ahead_of_time_step(model, B, cache.k[0].dtype)
+        fixed = compiled_step(model) if aot is None else None
+    if aot is not None:  # the step's inputs, made once: only the counter n changes per token
+        n_t, base = torch.zeros(1, dtype=torch.long, device=device), torch.tensor([T0 - 1], device=device)
+        last_b = last.expand(B, 1).contiguous() if last.dim() == 2 else last.view(1, 1).expand(B, 1).contiguous()
+        pad_b = pad if pad is not None else torch.zeros(B, cache.max_len, dtype=torch.bool, device=device)
 
     def step(nxt: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        if fixed is not None:  # new token n goes to cache slot T0 + n - 1, at position last + n
+        if aot is not None:  # new token n goes to cache slot T0 + n - 1, at position last + n
+            n_t.fill_(out.shape[1])
+            return aot(nxt.view(B, 1), n_t, base, last_b, pad_b, cache.k, cache.v)
+        if fixed is not None:
             n = out.shape[1]
             return fixed(nxt[:, None], last + n, cache, torch.tensor([T0 + n - 1], device=device), pad)
+        if use_cache and pad is None:  # every row at the same position: the cache's (no position tensor, no check)
+            return model(nxt[:, None], cache=cache)[0]
         if use_cache:  # one new token per row; its keys/values join the cache
             return model(nxt[:, None], cache=cache, pos=last + out.shape[1], pad=pad)[0]
         full = torch.cat([idx, out], 1)  # (B, S): the whole context, recomputed
@@ -78,6 +91,18 @@ def generate_ids(model, prompts: list[list[int]], max_new_tokens: int, sampling:
 
     out = decode_loop(logits, step, max_new_tokens, sampling, generator, eos_id, on_step)
     return [row.tolist() for row in out]
+
+
+def ahead_of_time_step(model, batch: int, dtype: torch.dtype) -> Callable | None:
+    """The AOTInductor-compiled step (inference/aot.py) for this batch size, or None where it cannot be
+    built (then `compiled_step`, torch.compile, serves; a missing C++ compiler is reported there)."""
+    if batch in getattr(model, "_aot_failed", ()) or next(model.parameters()).device.type != "cpu":
+        return None
+    try:
+        return aot_step(model, batch, dtype)
+    except Exception:  # an op AOTInductor cannot take, no compiler...: the torch.compile step instead
+        model._aot_failed = getattr(model, "_aot_failed", set()) | {batch}
+        return None
 
 
 def compiled_step(model) -> Callable:

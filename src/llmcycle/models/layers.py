@@ -111,7 +111,6 @@ class Attention(nn.Module):
             self.qkv_proj = nn.Linear(cfg.d_model, q_dim + 2 * kv_dim, bias=cfg.bias)
         self.o_proj = nn.Linear(q_dim, cfg.d_model, bias=cfg.bias)
         self.dropout = cfg.dropout
-        self.split = (q_dim, kv_dim, kv_dim)
 
     def project_kv(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-attention keys/values of the encoder output (B, S, C) -> 2 x (B, K, S, D)."""
@@ -129,10 +128,10 @@ class Attention(nn.Module):
             q = self.q_proj(x).view(B, T, self.n_head, self.hd).transpose(1, 2)  # (B, H, T, D)
             k, v = memory_kv  # (B, K, S, D)
         else:
-            q, k, v = self.qkv_proj(x).split(self.split, dim=-1)
-            q = q.view(B, T, self.n_head, self.hd).transpose(1, 2)  # (B, H, T, D)
-            k = k.view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, K, T, D)
-            v = v.view(B, T, self.n_kv, self.hd).transpose(1, 2)  # (B, K, T, D)
+            # (B, T, (H + 2K) D) -> (B, H + 2K, T, D) -> q (B, H, T, D), k, v (B, K, T, D): three ops, not
+            # seven (the same views as splitting first; one decoding step runs this per layer per token)
+            qkv = self.qkv_proj(x).view(B, T, self.n_head + 2 * self.n_kv, self.hd).transpose(1, 2)
+            q, k, v = qkv.split((self.n_head, self.n_kv, self.n_kv), dim=1)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
@@ -186,6 +185,10 @@ def _selective_policy(ctx, op, *args, **kwargs) -> CheckpointPolicy:
     return CheckpointPolicy.MUST_SAVE if op in _SAVED_OPS else CheckpointPolicy.PREFER_RECOMPUTE
 
 
+def _same(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)) [+ cross(norm(x), memory)] + mlp(norm(x))."""
 
@@ -210,10 +213,11 @@ class Block(nn.Module):
         return checkpoint(self._forward, x, rope, mask, is_causal, None, memory_kv, memory_mask, use_reentrant=False, **kw)
 
     def _forward(self, x, rope, mask, is_causal, cache, memory_kv, memory_mask):
-        x = x + self.drop(self.attn(self.attn_norm(x), rope, mask, is_causal, cache))
+        drop = self.drop if self.training else _same  # eval: dropout is the identity, skip its call
+        x = x + drop(self.attn(self.attn_norm(x), rope, mask, is_causal, cache))
         if memory_kv is not None:
-            x = x + self.drop(self.cross_attn(self.cross_norm(x), mask=memory_mask, memory_kv=memory_kv))
-        return x + self.drop(self.mlp(self.mlp_norm(x)))
+            x = x + drop(self.cross_attn(self.cross_norm(x), mask=memory_mask, memory_kv=memory_kv))
+        return x + drop(self.mlp(self.mlp_norm(x)))
 
 
 class Embeddings(nn.Module):
@@ -238,9 +242,10 @@ class Embeddings(nn.Module):
                 "shorten the input or use left truncation"
             )
         x = self.tok(idx)
+        drop = self.drop if self.training else _same
         if hasattr(self, "pos"):
-            return self.drop(x + self.pos(pos)), None
-        return self.drop(x), self.rotary(pos)
+            return drop(x + self.pos(pos)), None
+        return drop(x), self.rotary(pos)
 
 
 def init_weights(model: nn.Module, cfg: ModelConfig) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -144,9 +143,7 @@ def _start(run: Path, cfg: RunConfig, model, optimizer, resume: bool, overwrite:
         checkpoint.load_weights(model, rundir.weights_path(Path(cfg.train.init_from)))
         print0(f"initialised weights from {cfg.train.init_from} (fresh optimizer and schedule)")
     if is_main():  # a fresh run: its own checkpoints, log and config.json (the config it trains)
-        for p in old:
-            shutil.rmtree(p)
-        rundir.metrics_path(run).unlink(missing_ok=True)
+        rundir.discard_training(run)  # the earlier ones go in one rename: a kill leaves them whole or gone
         rundir.save_config(run, cfg)
     if dist.is_initialized():
         dist.barrier()
