@@ -1,15 +1,19 @@
-"""Prompting vs fine-tuning SmolLM2-135M-Instruct on DialogSum (docs/adapt.md): zero-/few-shot, full SFT and
-LoRA SFT at two ranks on the same training examples and token budget, ROUGE on the same test dialogues.
+"""Prompting vs continued pretraining vs fine-tuning SmolLM2-135M-Instruct on DialogSum (docs/adapt.md):
+zero-/few-shot, continued pretraining on dialogues then zero-/few-shot, full SFT and LoRA SFT at two ranks, on
+the same training examples and token budget, ROUGE on the same 100 test dialogues for every row.
 
-    python bench/adapt_dialogsum.py --base-test 50 --ranks 8   # docs/adapt.md's run (~75 min on 2 shared cores)
-    python bench/adapt_dialogsum.py                        # the same with a second LoRA rank (r=32)
-    python bench/adapt_dialogsum.py --train 450 --test 100 --epochs 2 --device cuda   # a larger run on a GPU
+    python bench/adapt_dialogsum.py                         # docs/adapt.md's run (~60 min on 2 quiet cores)
+    python bench/adapt_dialogsum.py --train 450 --epochs 2 --device cuda --eval-dtype float32   # on a GPU
 
-Every row is an `llmcycle` command (printed and logged to OUT/logs/): `eval --shots 0,K` of the base, then
+Every row is an `llmcycle` command (printed and logged to OUT/logs/): `eval --shots 0,K` of the base;
+`prepare --mix` of the training examples' dialogues (text only) and `train --init-from` on them for the
+same number of tokens as the fine-tunes (continued pretraining), evaluated at 0 and K shots;
 `finetune --method full|lora` on task:dialogsum (its dev-split pool; the evaluation uses its test split),
 LoRA runs merged (`--merge`) and every fine-tune evaluated zero-shot by the same `llmcycle eval`.
-Two lanes run side by side (one torch thread each, nice 10). A step whose output exists is not rerun, so
-a killed run continues. Writes OUT/results.json, OUT/results.md and OUT/adapt_rouge.png.
+Two lanes run side by side (one torch thread each, nice 10): the trainings one after the other (one
+SmolLM2 training process at a time, 5-6 GiB), and the evaluations as their models become ready. A step
+whose output exists is not rerun, so a killed run continues. Writes OUT/results.json, OUT/results.md and
+OUT/adapt_rouge.png.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import argparse
 import importlib.util
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -35,12 +40,14 @@ def smollm2_gguf() -> Path:
     return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def sh(cmd: list[str], log: Path, env: dict) -> None:
+def sh(cmd: list[str], log: Path, env: dict, measure: Path | None = None) -> None:
+    """Run cmd at nice 10, its output to log; measure: write "wall_s peak_rss_kib" of it there (GNU time)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     print(f"$ {' '.join(cmd)}    # log: {log}", flush=True)
     t0 = time.time()
+    timer = ["/usr/bin/time", "-f", "%e %M", "-o", str(measure)] if measure else []
     with open(log, "w") as f:
-        r = subprocess.run(["nice", "-n", "10", *cmd], stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        r = subprocess.run(["nice", "-n", "10", *timer, *cmd], stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     if r.returncode:
         raise SystemExit(f"failed ({r.returncode}) after {time.time() - t0:.0f} s: {' '.join(cmd)}; see {log}")
     print(f"  done in {time.time() - t0:.0f} s: {log.name}", flush=True)
@@ -50,9 +57,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/adapt")
     ap.add_argument("--train", type=int, default=80, help="DialogSum dev examples read (10%% held out for validation)")
-    ap.add_argument("--test", type=int, default=30, help="first N test dialogues scored")
-    ap.add_argument("--base-test", type=int, default=None,
-                    help="dialogues the base model's eval runs on (>= --test; scores use the first --test of them)")
+    ap.add_argument("--test", type=int, default=100, help="first N test dialogues scored, the same for every row")
     ap.add_argument("--shots", type=int, default=2, help="the few-shot row (docs/eval.md: 2-shot was the best)")
     ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--seq-len", type=int, default=384)
@@ -61,9 +66,15 @@ def main(argv=None) -> int:
     ap.add_argument("--lr-lora", default="2e-3")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--ranks", default="8,32")
+    ap.add_argument("--lr-cpt", default="1e-4", help="continued pretraining's learning rate (full SFT's)")
+    ap.add_argument("--cpt-tokens", type=int, default=None,
+                    help="continued pretraining's token budget (default: the full fine-tune's tokens trained, "
+                         "or 15,550, what it trains at the defaults)")
+    ap.add_argument("--eval-dtype", default="bfloat16",
+                    help="weights' dtype in every evaluation (bfloat16: ~2.7x cheaper prefill on AVX512-BF16/AMX CPUs)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", default=None, help="comma-separated steps to run alone: base, full, lora8, lora32")
+    ap.add_argument("--only", default=None, help="comma-separated steps to run alone: base, cpt, full, lora8, lora32")
     args = ap.parse_args(argv)
     out = (ROOT / args.out).resolve()
     py = [sys.executable, "-m", "llmcycle"]
@@ -72,7 +83,8 @@ def main(argv=None) -> int:
     if not (base / "config.json").is_file():
         sh(py + ["import", str(smollm2_gguf()), "--out", str(base)], out / "logs" / "import.log", env)
     common_eval = ["--task", "dialogsum", "--limit", str(args.test), "--max-new-tokens", "60", "--batch-size", "8",
-                   "--threads", str(args.threads), "--device", args.device, "--quiet", "--show", "2"]
+                   "--threads", str(args.threads), "--device", args.device, "--dtype", args.eval_dtype,
+                   "--quiet", "--show", "2"]
     ft = ["--init-from", str(base), "--data", "task:dialogsum", "--limit", str(args.train), "--epochs", str(args.epochs),
           "--seq-len", str(args.seq_len), "--overlong", args.overlong, "--batch-size", str(args.batch_size), "--warmup-steps", "2",
           "--eval-every", "1000", "--keep-checkpoints", "1", "--threads", str(args.threads), "--device", args.device,
@@ -81,56 +93,105 @@ def main(argv=None) -> int:
     for r in (int(x) for x in args.ranks.split(",")):
         rows[f"LoRA r={r} SFT"] = ("lora", r, ["--method", "lora", "--lora-rank", str(r), "--lora-alpha", str(2 * r),
                                                 "--lr", args.lr_lora])
+    evals: queue.Queue = queue.Queue()  # (run, shots, log tag) ready to evaluate; None: no more
 
-    def prompting():
-        if not (base / "eval" / "dialogsum.json").is_file():
-            base_eval = [*common_eval]
-            base_eval[base_eval.index("--limit") + 1] = str(args.base_test or args.test)
-            sh(py + ["eval", "--run", str(base), "--shots", f"0,{args.shots}", *base_eval], out / "logs" / "eval_base.log", env)
+    def evaluate(run: Path, shots: str, tag: str) -> None:
+        if not (run / "eval" / "dialogsum.json").is_file():
+            sh(py + ["eval", "--run", str(run), "--shots", shots, *common_eval], out / "logs" / f"eval_{tag}.log", env)
+
+    def cpt() -> None:
+        """Continued pretraining: the training examples' dialogues as plain text (no summaries), `prepare --mix`
+        with the base's tokenizer, then `train --init-from` for the fine-tunes' token budget."""
+        run = out / "cpt"
+        if not (run / "cpt.json").is_file():
+            from llmcycle.evaluation.tasks import load_task  # the very examples task:dialogsum trains on
+
+            items = load_task("dialogsum").load(None)[1][:args.train]
+            docs = out / "cpt_dialogues.jsonl"
+            docs.write_text("".join(json.dumps({"text": x["dialogue"]}) + "\n" for x in items))
+            tokens = args.cpt_tokens or _tokens_trained(out / "full") or 15_550
+            if not (run / "data").is_dir():
+                sh(py + ["prepare", "--run", str(run), "--tokenizer", str(base), "--val-fraction", "0.1",
+                        "--mix", f"dialog={docs}:1.0"],
+                   out / "logs" / "prepare_cpt.log", env)
+            measure = out / "logs" / "train_cpt.time"
+            sh(py + ["train", "--run", str(run), "--init-from", str(base), "--max-tokens", str(tokens),
+                     "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--lr", args.lr_cpt,
+                     "--warmup-steps", "2", "--weight-decay", "0", "--eval-every", "1000", "--threads", str(args.threads),
+                     "--device", args.device, "--quiet"], out / "logs" / "train_cpt.log", env, measure)
+            wall, kib = measure.read_text().split()[-2:]
+            steps = _last_step(run)
+            (run / "cpt.json").write_text(json.dumps({
+                "trainable_params": _n_params(base), "tokens_trained": steps * args.batch_size * args.seq_len,
+                "steps": steps, "wall_s": float(wall), "peak_rss_bytes": int(kib) * 1024, "documents": len(items)}) + "\n")
+        evals.put((run, f"0,{args.shots}", "cpt"))
 
     def finetune(name):
         method, rank, flags = rows[name]
         tag = "full" if method == "full" else f"lora{rank}"
         run, merged = out / tag, out / f"{tag}-merged"
-        evaluated = merged if method == "lora" else run
         if not (run / "finetune.json").is_file() or "result" not in json.loads((run / "finetune.json").read_text()):
             extra = ["--merge", str(merged)] if method == "lora" else []
             sh(py + ["finetune", "--run", str(run), *ft, *flags, *extra], out / "logs" / f"finetune_{tag}.log", env)
-        if not (evaluated / "eval" / "dialogsum.json").is_file():
-            sh(py + ["eval", "--run", str(evaluated), "--shots", "0", *common_eval], out / "logs" / f"eval_{tag}.log", env)
+        evals.put((merged if method == "lora" else run, "0", tag))
 
-    names = list(rows)
-    lanes = [[prompting, lambda: finetune(names[0])], [lambda n=n: finetune(n) for n in names[1:]]]
-    if args.only:  # run these steps alone (e.g. --only lora8 beside a run already under way), in one lane
-        tags = {"base": prompting, **{("full" if m == "full" else f"lora{r}"): (lambda n=n: finetune(n))
-                                      for n, (m, r, _) in rows.items()}}
-        lanes = [[tags[t] for t in args.only.split(",")]]
+    trainings = {"cpt": cpt, **{("full" if m == "full" else f"lora{r}"): (lambda n=n: finetune(n))
+                                for n, (m, r, _) in rows.items()}}
+    steps = [t for t in (args.only.split(",") if args.only else ["base", *trainings])]
     errors = []
 
-    def lane(steps):
-        try:
-            for s in steps:
-                s()
-        except SystemExit as e:
-            errors.append(str(e))
+    def train_lane():
+        for t in steps:
+            try:
+                if t != "base":
+                    trainings[t]()
+            except SystemExit as e:  # the next training still runs; the row is left out of the table
+                errors.append(str(e))
+        evals.put(None)
 
-    threads = [threading.Thread(target=lane, args=(steps,)) for steps in lanes]
+    def eval_lane():
+        jobs = [(base, f"0,{args.shots}", "base")] if "base" in steps else []
+        while jobs or (job := evals.get()) is not None:
+            try:
+                evaluate(*(jobs.pop() if jobs else job))
+            except SystemExit as e:
+                errors.append(str(e))
+
+    threads = [threading.Thread(target=train_lane), threading.Thread(target=eval_lane)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     if errors:
         print("\n".join(errors), file=sys.stderr)
-        return 1
     if args.only:
-        return 0
+        return 1 if errors else 0
     results = collect(out, base, rows, args)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     md = table(results, args)
     (out / "results.md").write_text(md + "\n")
     print(md)
     plot(results, out / "adapt_rouge.png")
-    return 0
+    return 1 if errors else 0
+
+
+def _tokens_trained(run: Path) -> int | None:
+    f = run / "finetune.json"
+    return json.loads(f.read_text()).get("result", {}).get("tokens_trained") if f.is_file() else None
+
+
+def _last_step(run: Path) -> int:
+    """Steps a `train` run took: the step of its newest checkpoint."""
+    from llmcycle import rundir
+
+    return rundir.step_of(rundir.latest_checkpoint(run))
+
+
+def _n_params(run: Path) -> int:
+    from llmcycle.config import RunConfig
+    from llmcycle.plan.shape import from_config, param_groups
+
+    return param_groups(from_config(RunConfig.load(run / "config.json").model))["total"]
 
 
 def _scores(path: Path, shots: int, n: int) -> dict:
@@ -164,15 +225,34 @@ def planned_peak(base: Path, method: str, rank: int | None, args) -> float:
 
 
 def collect(out: Path, base: Path, rows: dict, args) -> list[dict]:
-    res = []
+    """The table's rows; a row whose training or evaluation has not finished is left out (and named)."""
+    res, missing = [], []
+
+    def add(name, ev, shots, extra):
+        try:
+            res.append({"row": name, **_scores(ev / "eval" / "dialogsum.json", shots, args.test), **extra})
+        except (FileNotFoundError, StopIteration):
+            missing.append(name)
+
     for name, shots in (("zero-shot", 0), (f"{args.shots}-shot", args.shots)):
-        res.append({"row": name, **_scores(base / "eval" / "dialogsum.json", shots, args.test), "trainable_params": 0})
+        add(name, base, shots, {"trainable_params": 0})
+    cj = out / "cpt" / "cpt.json"
+    for name, shots in (("CPT, zero-shot", 0), (f"CPT, {args.shots}-shot", args.shots)):
+        if cj.is_file():
+            add(name, out / "cpt", shots, {**json.loads(cj.read_text()), "planned_peak_bytes": planned_peak(base, "full", None, args)})
+        else:
+            missing.append(name)
     for name, (method, rank, _) in rows.items():
         tag = "full" if method == "full" else f"lora{rank}"
-        fj = json.loads((out / tag / "finetune.json").read_text())["result"]
+        fj = out / tag / "finetune.json"
+        if not fj.is_file() or "result" not in json.loads(fj.read_text()):
+            missing.append(name)
+            continue
         evaluated = out / (f"{tag}-merged" if method == "lora" else tag)
-        res.append({"row": name, **_scores(evaluated / "eval" / "dialogsum.json", 0, args.test), **fj,
-                    "planned_peak_bytes": planned_peak(base, method, rank, args)})
+        add(name, evaluated, 0, {**json.loads(fj.read_text())["result"],
+                                 "planned_peak_bytes": planned_peak(base, method, rank, args)})
+    if missing:
+        print(f"not finished (left out of the table): {', '.join(missing)}", file=sys.stderr)
     return res
 
 
@@ -190,7 +270,7 @@ def table(results: list[dict], args) -> str:
         plan = f"{r['planned_peak_bytes'] / 2**30:.2f}" if "planned_peak_bytes" in r else "-"
         lines.append(f"| {r['row']} | {r['rouge1']:.2f} | {r['rouge2']:.2f} | {r['rougeL']:.2f} | "
                      f"{r['completion_words']:.1f} | {tp} | {tok} | {wall} | {peak} | {plan} | {lab if lab else ''} |")
-    lines.append(f"\n(ROUGE F1 x100 on the first {args.test} DialogSum test dialogues, greedy, max over 3 references; "
+    lines.append(f"\n(ROUGE F1 x100 on the first {args.test} DialogSum test dialogues, greedy, {args.eval_dtype} weights, max over 3 references; "
                  f"fine-tunes on {args.train} dev examples (10% held out), {args.epochs:g} epoch(s), seq len {args.seq_len}, "
                  f"batch {args.batch_size}. The lab column is FLAN-T5-base on a GPU, ROUGE-1 as a fraction.)")
     return "\n".join(lines)

@@ -12,11 +12,12 @@ finish. After every kill and at the end it checks that
     - no temporary debris is left once the resumed run ends (`.step_*.tmp`, `.*.old.tmp`, `.lock`);
     - the final weights AND optimizer state equal an uninterrupted run's bit for bit.
 
-Trials alternate between a single process and 2-process DDP (`--strategy ddp --nproc 2`), each
-compared with an uninterrupted run of the same layout. Prints the counts of kills, of kills that
+Trials take the layouts in turn: a single process, 2-process DDP (`--strategy ddp --nproc 2`) and
+2-process FSDP (`--strategy fsdp --nproc 2`, sharded DCP checkpoints), each compared with an
+uninterrupted run of the same layout. Prints the counts of kills, of kills that
 landed inside a checkpoint write, and of exact resumes. CPU only; the machine may be shared.
 
-    nice -n 10 .venv/bin/python bench/faults.py [--kills 20] [--kills-per-trial 5] [--seed 0] [--no-ddp]
+    nice -n 10 .venv/bin/python bench/faults.py [--kills 20] [--kills-per-trial 5] [--seed 0] [--layouts single,ddp,fsdp]
 """
 
 from __future__ import annotations
@@ -210,10 +211,15 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt-every", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-ddp", action="store_true", help="single-process trials only")
+    ap.add_argument("--layouts", default="single,ddp,fsdp",
+                    help="trial layouts in turn, from single (1 process), ddp, fsdp (2 processes each)")
     ap.add_argument("--max-wait", type=float, default=8.0, help="longest random delay before a kill (s)")
     args = ap.parse_args(argv)
     rng, tot, t0 = random.Random(args.seed), Totals(), time.perf_counter()
-    layouts = [("single", None)] + ([] if args.no_ddp else [("ddp", 2)])
+    names = ["single"] if args.no_ddp else [n.strip() for n in args.layouts.split(",") if n.strip()]
+    if not names or set(names) - {"single", "ddp", "fsdp"}:
+        ap.error(f"--layouts takes single, ddp, fsdp; got {args.layouts!r}")
+    layouts = [(name, None if name == "single" else 2) for name in names]
     with tempfile.TemporaryDirectory(prefix="llmcycle-faults-") as tmp:
         root = Path(tmp)
         bases, refs = {}, {}

@@ -13,7 +13,8 @@ training memory of a steady-state step, weights + grads + optimizer + fp32 activ
 --recompute: for RECOMPUTE_CASES, each `ModelConfig.recompute` mode (none | selective | full):
 the measured peak against llmcycle's own prediction (`llmcycle_activation_bytes(..., recompute)`)
 and against the generic planner's figure (what `llmcycle plan --dtype fp32 --zero 0 --batch B
---seq S --recompute MODE` prints: Korthikanti's table generalised, states + activations), and the
+--seq S --recompute MODE` prints: states + activations, which at fp32 are eager PyTorch's
+accounting, `memory.activation_bytes(eager=True)`; 16-bit plans use Korthikanti's table), and the
 speed cost: median CPU seconds of a training step (forward, backward, AdamW; process CPU time, so
 other jobs on a shared machine do not count), the modes alternated in one process, 1 thread.
 """

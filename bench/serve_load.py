@@ -27,6 +27,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -50,18 +51,27 @@ def ensure_run() -> Path:
     return RUN
 
 
-def start_llmcycle(config: str, port: int, threads: int, max_batch: int, max_seq_len: int) -> subprocess.Popen:
+def _log(name: str):
+    """A server's stderr goes to a file (a pipe nobody reads fills up and blocks a chatty server)."""
+    return tempfile.NamedTemporaryFile("w+", prefix=f"serve_load_{name}_", suffix=".log", delete=False)
+
+
+def start_llmcycle(config: str, port: int, threads: int, max_batch: int, max_seq_len: int,
+                   run: Path = RUN) -> subprocess.Popen:
     quant, _, comp = config.partition("+")
-    cmd = [sys.executable, "-m", "llmcycle", "serve", "--run", str(RUN), "--port", str(port), "--model-name", "smollm2",
+    cmd = [sys.executable, "-m", "llmcycle", "serve", "--run", str(run), "--port", str(port), "--model-name", "smollm2",
            "--max-batch", str(max_batch), "--max-seq-len", str(max_seq_len), "--max-queue", "256",
            "--threads", str(threads)]
     cmd += ["--quantize", quant] if quant in ("int8", "int4") else []
     cmd += ["--compile"] if comp == "compile" else []
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=_log("llmcycle"), text=True)
 
 
-def start_llamacpp(port: int, threads: int) -> subprocess.Popen | None:
+def start_llamacpp(port: int, threads: int, max_seq_len: int) -> subprocess.Popen | None:
+    """llama-cpp-python's server on the same GGUF, at the same thread count (prompt and decode threads).
+    No --chat_format: it renders the chat template stored in the GGUF, the one `llmcycle import` took.
+    llama-cpp-python's server runs one request at a time (a lock around the model); concurrent ones wait."""
     try:
         import llama_cpp.server  # noqa: F401
     except ImportError:
@@ -69,16 +79,17 @@ def start_llamacpp(port: int, threads: int) -> subprocess.Popen | None:
     from llmcycle.hub import smollm2_gguf
 
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()), "--port", str(port),
-           "--host", "127.0.0.1", "--n_threads", str(threads), "--n_ctx", "2048", "--model_alias", "smollm2",
-           "--chat_format", "chatml"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           "--host", "127.0.0.1", "--n_threads", str(threads), "--n_threads_batch", str(threads),
+           "--n_ctx", str(max_seq_len), "--model_alias", "smollm2",
+           "--interrupt_requests", "False"]  # its default: a new request aborts the one running (no batching)
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=_log("llamacpp"), text=True)
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float, health: str = "/health") -> float:
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
         if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read()[-2000:]}")
+            raise RuntimeError(f"server exited: {Path(proc.stderr.name).read_text()[-2000:]}")
         try:
             if httpx.get(url + health, timeout=2).status_code == 200:
                 return time.perf_counter() - t0
@@ -88,12 +99,20 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float, health: str = "
     raise RuntimeError(f"server not ready after {timeout:.0f} s")
 
 
-async def one_request(client: httpx.AsyncClient, url: str, i: int, max_tokens: int, deadline: float) -> dict:
+# the same sampling on both servers: temperature only (llama-cpp-python's defaults would add top-k 40, top-p
+# 0.95, min-p 0.05 and a repeat penalty); never stopping early: llmcycle takes vLLM's `ignore_eos`,
+# llama-cpp-python a logit bias of -100 on SmolLM2's end tokens (<|endoftext|> 0, <|im_end|> 2)
+EXTRA = {"llmcycle": {"ignore_eos": True},
+         "llama.cpp": {"top_k": 0, "top_p": 1.0, "min_p": 0.0, "repeat_penalty": 1.0, "logit_bias": {"0": -100, "2": -100}}}
+
+
+async def one_request(client: httpx.AsyncClient, url: str, i: int, max_tokens: int, deadline: float,
+                      engine: str = "llmcycle") -> dict:
     body = {"model": "smollm2", "messages": [{"role": "user", "content": f"Write a story about {TOPICS[i % 8]}."}],
-            "max_tokens": max_tokens, "temperature": 0.7, "seed": i, "stream": True, "ignore_eos": True,
-            "stream_options": {"include_usage": True}}
+            "max_tokens": max_tokens, "temperature": 0.7, "seed": i, "stream": True,
+            "stream_options": {"include_usage": True}, **EXTRA[engine]}
     t0 = time.perf_counter()
-    times, tokens = [], 0
+    times, tokens, prompt_tokens = [], 0, 0
     try:
         async with client.stream("POST", url + "/v1/chat/completions", json=body,
                                  timeout=max(1.0, deadline - t0)) as r:
@@ -104,7 +123,7 @@ async def one_request(client: httpx.AsyncClient, url: str, i: int, max_tokens: i
                     continue
                 ev = json.loads(line[6:])
                 if ev.get("usage"):
-                    tokens = ev["usage"]["completion_tokens"]
+                    tokens, prompt_tokens = ev["usage"]["completion_tokens"], ev["usage"]["prompt_tokens"]
                 if any((c.get("delta") or {}).get("content") for c in ev.get("choices", [])):
                     times.append(time.perf_counter())
     except (httpx.HTTPError, asyncio.TimeoutError) as e:
@@ -112,10 +131,12 @@ async def one_request(client: httpx.AsyncClient, url: str, i: int, max_tokens: i
     if not times:
         return {"ok": False, "error": "no text"}
     return {"ok": tokens >= max_tokens or tokens == 0, "tokens": tokens or len(times), "ttft": times[0] - t0,
+            "prompt_tokens": prompt_tokens,
             "gaps": [b - a for a, b in zip(times, times[1:])], "error": None if tokens >= max_tokens else "short"}
 
 
-async def load_round(url: str, clients: int, per_client: int, max_tokens: int, timeout: float) -> dict:
+async def load_round(url: str, clients: int, per_client: int, max_tokens: int, timeout: float,
+                     engine: str = "llmcycle") -> dict:
     deadline = time.perf_counter() + timeout
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(limits=limits) as client:
@@ -125,7 +146,7 @@ async def load_round(url: str, clients: int, per_client: int, max_tokens: int, t
                 if time.perf_counter() > deadline:
                     out.append({"ok": False, "error": "round timeout"})
                     continue
-                out.append(await one_request(client, url, w * per_client + k, max_tokens, deadline))
+                out.append(await one_request(client, url, w * per_client + k, max_tokens, deadline, engine))
             return out
 
         t0 = time.perf_counter()
@@ -138,22 +159,23 @@ async def load_round(url: str, clients: int, per_client: int, max_tokens: int, t
     return {"clients": clients, "requests": len(results), "failed": len(results) - len(ok),
             "errors": sorted({r["error"] for r in results if not r["ok"]}),
             "tokens": sum(r["tokens"] for r in ok), "wall_s": wall,
+            "prompt_tokens": sorted({r.get("prompt_tokens", 0) for r in ok}),
             "tok_s": sum(r["tokens"] for r in ok) / wall, "ttft_p50": pct(ttft, 0.5), "ttft_p95": pct(ttft, 0.95),
             "itl_p50": pct(gaps, 0.5), "itl_p95": pct(gaps, 0.95),
             "itl_mean": statistics.fmean(gaps) if gaps else float("nan")}
 
 
-def measure(name: str, url: str, args) -> list[dict]:
+def measure(name: str, url: str, args, engine: str = "llmcycle") -> list[dict]:
     rows = []
     for n in args.clients:
-        asyncio.run(load_round(url, n, 1, 2, args.round_timeout))  # warm-up: this batch size's graphs
-        r = asyncio.run(load_round(url, n, args.requests, args.max_tokens, args.round_timeout))
+        asyncio.run(load_round(url, n, 1, 2, args.round_timeout, engine))  # warm-up: this batch size's graphs
+        r = asyncio.run(load_round(url, n, args.requests, args.max_tokens, args.round_timeout, engine))
         r["engine"] = name
         rows.append(r)
         base = rows[0]["tok_s"]
         print(f"{name:22s} {n:3d} clients  {r['requests']:4d} req  {r['failed']:2d} failed  {r['tok_s']:7.1f} tok/s "
               f"({r['tok_s'] / base:4.2f}x)  TTFT p50 {r['ttft_p50'] * 1e3:6.0f} p95 {r['ttft_p95'] * 1e3:6.0f} ms  "
-              f"ITL p50 {r['itl_p50'] * 1e3:5.1f} p95 {r['itl_p95'] * 1e3:5.1f} ms"
+              f"ITL p50 {r['itl_p50'] * 1e3:5.1f} p95 {r['itl_p95'] * 1e3:5.1f} ms  prompt tokens {r['prompt_tokens']}"
               + (f"  errors {r['errors']}" if r["errors"] else ""), flush=True)
     return rows
 
@@ -173,11 +195,13 @@ def main() -> int:
     ap.add_argument("--soak-timeout", type=float, default=900, help="seconds for the soak at most")
     ap.add_argument("--load-timeout", type=float, default=900, help="seconds for a server to load and compile")
     ap.add_argument("--port", type=int, default=8731)
+    ap.add_argument("--no-llamacpp", action="store_true", help="skip llama.cpp's server")
     ap.add_argument("--json", default=None, help="write all rows to this file")
     args = ap.parse_args()
     ensure_run()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}; server threads "
-          f"{args.threads}; {args.requests} requests x {args.max_tokens} tokens per client per round", flush=True)
+          f"{args.threads}; {args.requests} requests x {args.max_tokens} tokens per client per round; "
+          f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     rows, soak_cfg = [], None
     for config in args.configs.split(","):
         proc = start_llmcycle(config, args.port, args.threads, args.max_batch, args.max_seq_len)
@@ -195,14 +219,14 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    proc = start_llamacpp(args.port + 1, args.threads)
-    if proc is None:
+    proc = None if args.no_llamacpp else start_llamacpp(args.port + 1, args.threads, args.max_seq_len)
+    if proc is None and not args.no_llamacpp:
         print("llama.cpp server: skipped (llama_cpp.server is not importable: pip install 'llama-cpp-python[server]')")
-    else:
+    elif proc is not None:
         url = f"http://127.0.0.1:{args.port + 1}"
         try:
             wait_ready(url, proc, args.load_timeout, health="/v1/models")
-            rows += measure("llama.cpp server", url, args)
+            rows += measure("llama.cpp server", url, args, engine="llama.cpp")
         finally:
             proc.terminate()
             proc.wait(timeout=30)

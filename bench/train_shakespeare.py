@@ -25,7 +25,9 @@ OMP_NUM_THREADS):
            of step times, evaluations excluded on both sides) at which validation first reached
            1.886 (llmcycle evaluates every `--eval-every` steps; nanoGPT every 250, its config).
   shape    nanoGPT's default Shakespeare shape (6 layers, width 384, 6 heads, context 256, batch
-           64, dropout 0), `--shape-iters` iterations each (first 2 left out): tokens/s.
+           64, dropout 0): `--shape-repeats` alternated runs of `--shape-iters` iterations per
+           engine (nanoGPT; llmcycle fp32, fp32 --compile, bf16), first 2 left out (3 compiled):
+           tokens/s, min and median over repeats.
 llmcycle configurations (`--configs`): see CONFIGS. Without --nanogpt nothing is divided by
 anything: ratios need both engines measured in this run.
 """
@@ -261,22 +263,34 @@ def quality(args, work, base, configs) -> None:
                       f"(its 2,000 iterations, ending at {results['nanoGPT']['evals'][-1][1]:.4f})")
 
 
+SHAPE_ENGINES = {"llmcycle": [], "llmcycle --compile": ["--compile"], "llmcycle bf16": ["--dtype", "bfloat16"]}
+
+
 def shape(args, work) -> None:
     print(f"\n## nanoGPT's default Shakespeare shape (6 x 384, 6 heads, context 256, batch 64): "
-          f"{args.shape_iters} iterations each, first 2 left out")
+          f"{args.shape_repeats} alternated run(s) of {args.shape_iters} iterations per engine, first 2 left out "
+          f"(the compiled engine: first 3, its compilation)")
     base = prepare_llmcycle(work, tiny_shakespeare())
     tok = 64 * 256
-    rows = []
-    if args.nanogpt:
-        r = run_nanogpt(args.nanogpt, work, [f"--max_iters={args.shape_iters}", "--eval_iters=1", *SHAPE_NANO],
-                        args.threads, eval_interval=10**9)
-        rows.append(("nanoGPT", ms(r["step_s"], 2)))
-    for name, extra in (("llmcycle", []), ("llmcycle bf16", ["--dtype", "bfloat16"])):
-        r = run_llmcycle(work, base, "shape", SHAPE_LLM + extra, args.shape_iters, args.threads, 10**9, 1)
-        rows.append((name, ms(r["step_s"], 2)))
-    for name, m in rows:
-        vs = f", {rows[0][1] / m:.2f}x nanoGPT's tokens/s" if args.nanogpt and name != "nanoGPT" else ""
-        print(f"  {name:14s} {m:8.0f} ms/iter  {tok / m * 1000:8,.0f} tokens/s{vs}")
+    engines = (["nanoGPT"] if args.nanogpt else []) + list(SHAPE_ENGINES)
+    per = {e: [] for e in engines}
+    for rep in range(args.shape_repeats):
+        for e in (engines if rep % 2 == 0 else engines[::-1]):
+            if e == "nanoGPT":
+                r = run_nanogpt(args.nanogpt, work, [f"--max_iters={args.shape_iters}", "--eval_iters=1", *SHAPE_NANO],
+                                args.threads, eval_interval=10**9)
+            else:
+                r = run_llmcycle(work, base, "shape", SHAPE_LLM + SHAPE_ENGINES[e], args.shape_iters, args.threads, 10**9, 1)
+            per[e].append(ms(r["step_s"], 3 if "compile" in e else 2))
+            print(f"  repeat {rep + 1} {e:20s} {per[e][-1]:8.0f} ms/iter", flush=True)
+    print("\n| engine | ms/iter min | median | tokens/s (best) | tokens/s vs nanoGPT (min, median) |")
+    print("|---|---:|---:|---:|---:|")
+    for e in engines:
+        vs = ""
+        if args.nanogpt and e != "nanoGPT":
+            n = per["nanoGPT"]
+            vs = f"{min(n) / min(per[e]):.2f}x, {statistics.median(n) / statistics.median(per[e]):.2f}x"
+        print(f"| {e} | {min(per[e]):.0f} | {statistics.median(per[e]):.0f} | {tok / min(per[e]) * 1000:,.0f} | {vs} |")
 
 
 def main() -> int:
@@ -290,6 +304,7 @@ def main() -> int:
     ap.add_argument("--quality-configs", help="configurations of the quality phase (default: --configs)")
     ap.add_argument("--eval-every", type=int, default=50, help="llmcycle's evaluations in the quality runs")
     ap.add_argument("--shape-iters", type=int, default=0, help="iterations at nanoGPT's default shape (0: skip)")
+    ap.add_argument("--shape-repeats", type=int, default=1, help="alternated runs per engine at that shape (default 1)")
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                     help="what a step's time is: wall clock, or the process's CPU time (a shared machine; use --threads 1)")
     ap.add_argument("--work", type=Path, default=None, help="folder for run directories (default: a temporary one)")

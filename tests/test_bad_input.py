@@ -1,15 +1,24 @@
 """Bad input across verbs: each case gets a one-line actionable error and a non-zero exit, never a
 traceback. A table of (argv, expected message fragment, exit code), run in-process through
 `llmcycle.cli.main`; `{run}` is a tiny trained run, `{prep}` a prepared run without checkpoints,
-`{f}` a folder of bad files, `{new}` a fresh path.
+`{f}` a folder of bad files, `{new}` a fresh path, `{root}/NAME` a copy of `{run}` wrong in one way.
+
+`serve` cases run as subprocesses with a timeout: each must be refused before a server starts, so a
+case that slips through its checks would start one and hang; the timeout turns that into a failure.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import json
+import os
 import shutil
+import socket
+import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -51,7 +60,24 @@ def places(prepared_run, tmp_path_factory):
     for name, text in [("badconfig", "{not json"), ("emptyconfig", ""), ("listconfig", "[]")]:
         shutil.copytree(prepared_run / "data", root / name / "data")
         (root / name / "config.json").write_text(text)
+    _variants(run, root)
     return {"run": run, "prep": prep, "f": f, "root": root}
+
+
+def _variants(run, root) -> None:
+    """Copies of the trained run, each wrong in one way: another tokenizer swapped in after prepare,
+    an encoder's config, a LoRA fine-tune's adapter, truncated weights."""
+    from llmcycle.data.tokenizer import char_tokenizer
+
+    for name in ("swapped", "encoder", "lora", "truncated"):
+        shutil.copytree(run, root / name)
+    char_tokenizer(set("abcdefgh ")).save(rundir.data_dir(root / "swapped"))
+    cfg = json.loads(rundir.config_path(root / "encoder").read_text())
+    cfg["model"]["family"] = "encoder"
+    rundir.config_path(root / "encoder").write_text(json.dumps(cfg))
+    rundir.adapter_path(root / "lora").write_bytes(b"")
+    weights = rundir.weights_path(root / "truncated")
+    weights.write_bytes(weights.read_bytes()[:100])
 
 
 # (id, argv, stdin or None, expected fragment of stderr (case-insensitive), exit code)
@@ -89,6 +115,7 @@ CASES = [
     ("train-config-empty", "train --run {root}/emptyconfig", None, "config.json", 2),
     ("train-config-list", "train --run {root}/listconfig", None, "config.json", 2),
     ("train-init-from-missing", "train --run {prep} --init-from {f}/nope --overwrite", None, "nope", 2),
+    ("train-tokenizer-swapped", "train --run {root}/swapped --resume --max-steps 4", None, "is not the tokenizer", 2),
     # ---- generate
     ("gen-temperature-inf", "generate --run {run} --temperature inf hi", None, "temperature", 2),
     ("gen-temperature-negative", "generate --run {run} --temperature -1 hi", None, "temperature", 2),
@@ -104,6 +131,7 @@ CASES = [
     ("gen-no-run", "generate --run {new} hi", None, "config.json", 2),
     ("gen-no-checkpoint", "generate --run {prep} hi", None, "no checkpoint", 2),
     ("gen-chat-no-template", "generate --run {run} --chat hi", None, "template", 2),
+    ("gen-tokenizer-swapped", "generate --run {root}/swapped hi", None, "llmcycle prepare", 2),
     # ---- chat (stdin)
     ("chat-no-template", "chat --run {run}", "hello\n", "template", 2),
     ("chat-temperature-nan", "chat --run {run} --temperature nan", "hello\n", "temperature", 2),
@@ -120,6 +148,7 @@ CASES = [
     ("export-no-run", "export --run {new} --to hf {new}2", None, "config.json", 2),
     ("export-no-checkpoint", "export --run {prep} --to hf {new}", None, "no checkpoint", 2),
     ("export-non-empty-out", "export --run {run} --to hf {f}/full", None, "overwrite", 2),
+    ("export-tokenizer-swapped", "export --run {root}/swapped --to hf {new}", None, "is not the tokenizer", 2),
     # ---- eval
     ("eval-unknown-task", "eval --run {run} --task nosuchtask", None, "nosuchtask", 2),
     ("eval-negative-shots", "eval --run {run} --task sst2 --shots -1 --data-dir {f}", None, "shot counts", 2),
@@ -157,6 +186,7 @@ CASES = [
     ("plan-run-missing", "plan --run {f}/nope", None, "nope", 2),
     ("plan-mfu-big", "plan --preset gpt3-small --mfu 3", None, "mfu", 2),
     ("plan-negative-budget", "plan --preset gpt3-small --budget-pf-days=-2", None, "budget", 2),
+    ("plan-negative-inference-tokens", "plan --params 7e9 --inference-tokens=-2e12", None, "inference-tokens", 2),
     # ---- no verb / unknown verb
     ("unknown-verb", "fly", None, "invalid choice", 2),
 ]
@@ -185,5 +215,76 @@ def test_bad_input_is_a_clear_error(places, tmp_path, monkeypatch, capsys, name,
     assert "Traceback" not in err
     assert got == code, f"exit {got}, stderr: {err}"
     assert fragment.lower() in err.lower(), err
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("usage:", " "))]
+    assert len(lines) == 1, f"not one line: {err}"
+
+
+# ------------------------------------------------------------------ serve: refused before a server starts
+
+# (id, argv, extra environment, expected fragment of stderr, exit code); {busy}: a port held open
+SERVE_CASES = [
+    ("serve-no-run", "serve --run {new}", {}, "not a run directory", 2),
+    ("serve-no-checkpoint", "serve --run {prep}", {}, "no checkpoint", 2),
+    ("serve-encoder", "serve --run {root}/encoder", {}, "runs decoder models", 2),
+    ("serve-lora-unmerged", "serve --run {root}/lora", {}, "--merge", 2),
+    ("serve-truncated-weights", "serve --run {root}/truncated", {}, "cannot be read as safetensors", 2),
+    ("serve-tokenizer-swapped", "serve --run {root}/swapped", {}, "is not the tokenizer", 2),
+    ("serve-bad-quantize", "serve --run {run} --quantize int3", {}, "invalid choice", 2),
+    ("serve-port-negative", "serve --run {run} --port -1", {}, "--port must be >= 0", 2),
+    ("serve-port-too-big", "serve --run {run} --port 70000", {}, "0..65535", 2),
+    ("serve-port-not-a-number", "serve --run {run} --port http", {}, "invalid int", 2),
+    ("serve-port-in-use", "serve --run {run} --port {busy}", {}, "address already in use", 2),
+    ("serve-host-not-local", "serve --run {run} --host 192.0.2.1 --port 0", {}, "cannot listen on 192.0.2.1", 2),
+    ("serve-max-batch-zero", "serve --run {run} --max-batch 0", {}, "--max-batch must be >= 1", 2),
+    ("serve-max-queue-negative", "serve --run {run} --max-queue -1", {}, "--max-queue", 2),
+    ("serve-max-seq-len-zero", "serve --run {run} --max-seq-len 0", {}, "--max-seq-len", 2),
+    ("serve-threads-negative", "serve --run {run} --threads -2", {}, "--threads", 2),
+    ("serve-empty-api-key", "serve --run {run} --api-key=", {}, "api key is empty", 2),
+    ("serve-empty-api-key-env", "serve --run {run}", {"LLMCYCLE_API_KEY": ""}, "api key is empty", 2),
+    ("serve-empty-model-name", "serve --run {run} --model-name=", {}, "--model-name is empty", 2),
+    ("serve-bad-log-level", "serve --run {run} --log-level loud", {}, "--log-level", 2),
+    ("serve-unknown-flag", "serve --run {run} --workers 4", {}, "unrecognized arguments", 2),
+]
+SERVE_TIMEOUT = 90  # seconds: far more than a refusal takes (~2-5 s), far less than a test run's patience
+
+
+def _serve(argv: list[str], env: dict) -> tuple[int | str, str]:
+    src = str(Path(rundir.__file__).resolve().parents[1])  # the tree under test
+    base = {k: v for k, v in os.environ.items() if k != "LLMCYCLE_API_KEY"}  # only a case's own
+    try:
+        p = subprocess.run([sys.executable, "-m", "llmcycle", *argv], capture_output=True, text=True,
+                           timeout=SERVE_TIMEOUT, env={**base, "PYTHONPATH": src, **env}, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        return "timeout", f"still running after {SERVE_TIMEOUT} s (a server started?): {e.stdout or ''}{e.stderr or ''}"
+    return p.returncode, p.stderr + ("\nSTARTED" if "playground" in p.stdout else "")
+
+
+@pytest.fixture(scope="module")
+def serve_results(places, tmp_path_factory):
+    """Every serve case, four subprocesses at a time; {case id: (exit code or "timeout", stderr)}."""
+    new = tmp_path_factory.mktemp("serve_new") / "new"
+    subs = {k: str(v) for k, v in places.items()} | {"new": str(new)}
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        subs["busy"] = str(busy.getsockname()[1])
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = {name: pool.submit(_serve, [a.format(**subs) for a in cmd.split()], env)
+                       for name, cmd, env, _, _ in SERVE_CASES}
+            return {name: f.result() for name, f in futures.items()}
+
+
+def test_serve_cases_are_counted():
+    assert len({c[0] for c in SERVE_CASES}) == len(SERVE_CASES) >= 15
+    assert not {c[0] for c in SERVE_CASES} & {c[0] for c in CASES}
+
+
+@pytest.mark.parametrize("name,cmd,env,fragment,code", SERVE_CASES, ids=[c[0] for c in SERVE_CASES])
+def test_serve_bad_input_is_refused_before_a_server_starts(serve_results, name, cmd, env, fragment, code):
+    got, err = serve_results[name]
+    assert "Traceback" not in err
+    assert got == code, f"exit {got}, stderr: {err}"
+    assert fragment.lower() in err.lower(), err
+    assert "STARTED" not in err  # stdout said a server was starting
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith(("usage:", " "))]
     assert len(lines) == 1, f"not one line: {err}"

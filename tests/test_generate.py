@@ -179,3 +179,14 @@ def test_prompt_longer_than_context_errors_or_truncates_left():
 def test_bad_sampling_settings_are_clear_errors(kw):
     with pytest.raises(ValueError):
         SamplingConfig(**kw)
+
+
+def test_sampling_frequencies_follow_the_softmax_and_never_draw_a_banned_token():
+    """The inverse-CDF draw of `sample_next`: frequencies match softmax(logits / T); -inf never comes."""
+    g = torch.Generator().manual_seed(1)
+    logits = torch.tensor([[2.0, 1.0, float("-inf"), 0.0, float("-inf")]]).repeat(20000, 1)
+    tok = sample_next(logits, SamplingConfig(temperature=0.5), g)
+    counts = torch.bincount(tok, minlength=5).float() / 20000
+    want = (logits[0] / 0.5).softmax(-1)
+    assert counts[2] == 0 and counts[4] == 0
+    assert torch.allclose(counts, want, atol=0.01)

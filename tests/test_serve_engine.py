@@ -91,6 +91,42 @@ def test_tokens_are_the_same_alone_and_batched(engine, sampling, seed):
         assert run_alone(engine, PROMPTS[0], 30, sampling=sampling, seed=seed + 100) != alone[0]
 
 
+@pytest.mark.parametrize("sampling,seed", [(GREEDY, None), (HOT, 5)])
+def test_requests_that_arrive_together_are_prefilled_together(model, engine, sampling, seed):
+    """Prompts of different lengths queued before the scheduler runs are prefilled in one left-padded
+    forward (counted with a forward hook: decoding steps do not go through `forward`), and each gives
+    the tokens it gives alone."""
+    def seed_of(i):
+        return None if seed is None else seed + i
+
+    alone = [run_alone(engine, p, 16, sampling=sampling, seed=seed_of(i)) for i, p in enumerate(PROMPTS)]
+    e = Engine(model, max_batch=4, max_len=128)
+    cs = [Collect(p, 16, sampling=sampling, seed=seed_of(i)) for i, p in enumerate(PROMPTS)]
+    e.submit([c.req for c in cs])  # all queued before the scheduler starts: one admission
+    forwards = []
+    hook = model.register_forward_hook(lambda mod, args, out: forwards.append(args[0].shape))
+    e.start()
+    try:
+        assert [c.wait() for c in cs] == alone
+    finally:
+        hook.remove()
+        e.stop()
+    assert forwards == [(4, max(len(p) for p in PROMPTS))]
+    # a budget of padded tokens splits the group, shortest prompts first
+    e = Engine(model, max_batch=4, max_len=128, prefill_tokens=24)
+    cs = [Collect(p, 16, sampling=sampling, seed=seed_of(i)) for i, p in enumerate(PROMPTS)]
+    e.submit([c.req for c in cs])
+    forwards.clear()
+    hook = model.register_forward_hook(lambda mod, args, out: forwards.append(args[0].shape))
+    e.start()
+    try:
+        assert [c.wait() for c in cs] == alone
+    finally:
+        hook.remove()
+        e.stop()
+    assert forwards == [(2, 8), (1, 11), (1, 23)]  # 5 + 8 tokens padded to 2 x 8; 11 and 23 alone
+
+
 def test_more_requests_than_rows_queue_and_reuse_rows(engine):
     alone = [run_alone(engine, p, 12) for p in PROMPTS]
     cs = [Collect(PROMPTS[i % 4], 12) for i in range(10)]  # 10 requests, 4 rows

@@ -8,7 +8,10 @@ weights into any model.
     step_N/state.json         loop state    step_N/state.json         loop state
 
 Both are written with `llmcycle.atomic`'s protocol into `.step_N.tmp/` and renamed when whole; under
-ddp/fsdp every rank writes its part between two barriers and rank 0 renames. RNG states are JSON
+ddp/fsdp rank 0 makes the folder, every rank writes its part, rank 0 renames, and after each of these
+three the ranks exchange their outcomes (one all-gather; DCP does the same inside its save): a write
+that fails on any rank (a full disk, a read-only folder) fails on every rank at once, naming that rank
+and what it was writing, instead of leaving the others waiting until --dist-timeout. RNG states are JSON
 (never a pickle: a checkpoint may come from someone else). `load` reads either format into any world
 size: DCP reshards on load (saved by 2 ranks, loaded by 1 or 3), and a single-process checkpoint
 (`optimizer.pt` keyed by parameter index) becomes a full, name-keyed state that FSDP cuts into shards.
@@ -27,6 +30,7 @@ import torch.distributed.checkpoint as dcp
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file, save_model
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict, get_state_dict,
                                                      set_model_state_dict, set_optimizer_state_dict, set_state_dict)
 from torch.distributed.fsdp import FSDPModule
@@ -176,13 +180,26 @@ def save(run: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimize
     except OSError as e:  # a full disk, a read-only or vanished directory: the previous checkpoints stand
         raise CheckpointWriteError(_write_failure(run, final, model, optimizer, e)) from e
     if is_main():
-        rundir.prune_checkpoints(run, keep)
+        try:
+            rundir.prune_checkpoints(run, keep)
+        except OSError as e:  # the new checkpoint is whole: an old one left behind is no reason to stop
+            print(f"warning: could not delete old checkpoints in {rundir.checkpoints_dir(run)} ({e}); "
+                  "they stay until you remove them", flush=True)
     _barrier()  # nobody moves on (or reads the checkpoint) before the rename
     return final
 
 
 class CheckpointWriteError(ValueError, OSError):
     """A checkpoint could not be written (a user-fixable condition: space, permissions)."""
+
+
+class RankWriteFailed(OSError):
+    """Rank `rank`'s part of a sharded checkpoint write failed; every rank raises this, with that
+    rank's errno and message (`what`: what it was writing)."""
+
+    def __init__(self, rank: int, what: str, errno: int | None, strerror: str, kind: str) -> None:
+        super().__init__(errno, strerror)
+        self.rank, self.what, self.kind = rank, what, kind
 
 
 def checkpoint_bytes(model: nn.Module, optimizer: torch.optim.Optimizer) -> int:
@@ -206,7 +223,9 @@ def _write_failure(run: Path, final: Path, model: nn.Module, optimizer, e: OSErr
     hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
             errno.EACCES: f"make {where} writable", errno.EPERM: f"make {where} writable",
             errno.EROFS: "use a writable filesystem"}.get(e.errno, "fix the cause")
-    return (f"could not write checkpoint {final.name} in {where}: {e.strerror or e} ({type(e).__name__}); "
+    who = f"rank {e.rank} of {world()[2]} failed {e.what}: " if isinstance(e, RankWriteFailed) else ""
+    kind = e.kind if isinstance(e, RankWriteFailed) else type(e).__name__
+    return (f"could not write checkpoint {final.name} in {where}: {who}{e.strerror or e} ({kind}); "
             f"it needs about {need / 1e6:,.1f} MB, {free}. "
             f"{'The previous checkpoint ' + previous[-1] + ' is intact' if previous else 'No earlier checkpoint exists'}"
             f"; {hint}, then continue with --resume")
@@ -219,24 +238,62 @@ def _write_common(tmp: Path, state: dict, rng_file: Path) -> None:
 
 
 def _save_sharded(final: Path, model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    if is_main():
-        begin_dir(final)
-    _barrier()
     tmp = temp_dir_for(final)  # the same path on every rank, made by rank 0
-    try:
+    rank, doing = world()[0], [""]
+
+    def begin() -> None:
+        doing[0] = f"creating {tmp}"
+        if is_main():
+            begin_dir(final)
+
+    def write() -> None:
+        doing[0] = f"writing its shard of {rundir.dcp_dir(tmp)}"
         model_sd, optim_sd = get_state_dict(model, optimizer)  # DTensor shards under FSDP
-        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=rundir.dcp_dir(tmp))
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=rundir.dcp_dir(tmp))  # collective
+        doing[0] = "gathering the full weights"
         full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if is_main():  # the full tensors reach rank 0 only
+            doing[0] = f"writing {tmp / rundir.WEIGHTS}"
             save_weights(model, tmp / rundir.WEIGHTS, full)
-        _write_common(tmp, state, rundir.rng_path(tmp, world()[0]))
-        _barrier()  # every rank's files are written
+        doing[0] = f"writing {rundir.rng_path(tmp, rank)}" + (f" and {rundir.STATE}" if is_main() else "")
+        _write_common(tmp, state, rundir.rng_path(tmp, rank))
+
+    def commit() -> None:
+        doing[0] = f"renaming {tmp} to {final.name}"
         if is_main():
             commit_dir(tmp, final)
+
+    try:
+        for part in (begin, write, commit):
+            _all_or_none(part, doing)
     except BaseException:
         if is_main():
             abort_dir(tmp)
         raise
+
+
+def _all_or_none(part, doing: list[str]) -> None:
+    """Run this rank's `part` of a collective write, then exchange outcomes with every rank (one
+    all-gather of a small tuple), so that all raise `RankWriteFailed` together if any rank's part
+    failed. `doing[0]`: what the part was doing, for the message."""
+    rank, outcome, bug = world()[0], None, None
+    try:
+        part()
+    except (Exception, CheckpointException) as raised:  # DCP's CheckpointException is a BaseException
+        e = raised
+        if isinstance(e, CheckpointException) and e.failures:  # DCP already gathered: name its first failure
+            rank, (e, _) = min(e.failures.items(), key=lambda kv: kv[0])
+        if isinstance(e, OSError):
+            outcome = (rank, doing[0], e.errno, e.strerror or str(e), type(e).__name__)
+        else:  # not a disk condition: the others stop too, and this rank keeps the traceback
+            outcome, bug = (rank, doing[0], None, f"{type(e).__name__}: {e}", type(e).__name__), raised
+    outcomes = [None] * dist.get_world_size()
+    dist.all_gather_object(outcomes, outcome)
+    failed = [o for o in outcomes if o is not None]
+    if bug is not None:
+        raise bug
+    if failed:
+        raise RankWriteFailed(*min(failed, key=lambda o: o[0]))
 
 
 # ------------------------------------------------------------------ load

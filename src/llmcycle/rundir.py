@@ -13,6 +13,7 @@
                                     prompt conventions of an imported model        (llmcycle import)
     RUN/finetune.json, adapter.safetensors   a fine-tune's settings and results; LoRA adapters alone
     RUN/.lock                       held by the one process writing the run (train, prepare, finetune)
+    RUN/.discarding.tmp, .discarded.tmp   what an --overwrite is removing (`discard_training`)
     RUN/finetune.json               data, method, LoRA settings; at the end the measured result  (llmcycle finetune)
     RUN/adapter.safetensors         a LoRA fine-tune's adapter tensors alone        (llmcycle finetune)
 
@@ -34,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmcycle.atomic import TMP_SUFFIX, atomic_write_text, stale_temporaries
+from llmcycle.atomic import TMP_SUFFIX, atomic_write_text, fsync_dir, stale_temporaries
 from llmcycle.config import RunConfig
 
 CONFIG = "config.json"
@@ -119,11 +120,15 @@ def tokenizer_path(run: Path) -> Path:
 def load_tokenizer(run: Path):
     from llmcycle.data.tokenizer import Tokenizer  # the tokenizers library only when a tokenizer is needed
 
+    from llmcycle.data.shards import check_tokenizer  # (the same reason)
+
     path = tokenizer_path(run)
     if not path.is_file():
         raise ValueError(f"no {TOKENIZER} in {data_dir(run)}: run `llmcycle prepare --run {run}` first "
                          "(or `llmcycle import` a model)")
-    return Tokenizer.load(path)
+    tok = Tokenizer.load(path)
+    check_tokenizer(data_dir(run), path, tok.vocab_size)  # the one the run's data (and so its model) was made with
+    return tok
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -169,7 +174,9 @@ def prune_checkpoints(run: Path, keep: int) -> None:
 
 def remove_partial_checkpoints(run: Path) -> list[str]:
     """Delete temporary checkpoint dirs left by a killed process; returns their names. A re-saved
-    step whose writer died between its two renames (`.step_N.old.tmp` and no `step_N`) is put back."""
+    step whose writer died between its two renames (`.step_N.old.tmp` and no `step_N`) is put back,
+    and so is a run whose `--overwrite` was cut short before its commit (`discard_training`)."""
+    recovered = _recover_discard(run)
     stale = stale_temporaries(checkpoints_dir(run), prefix=".step_")
     for p in stale:
         final = p.with_name(p.name[1:-len(f".old{TMP_SUFFIX}")]) if p.name.endswith(f".old{TMP_SUFFIX}") else None
@@ -177,7 +184,49 @@ def remove_partial_checkpoints(run: Path) -> list[str]:
             os.rename(p, final)
             continue
         shutil.rmtree(p, ignore_errors=True)
-    return [p.name for p in stale]
+    return recovered + [p.name for p in stale]
+
+
+# `--overwrite` empties a run of its training in one step: what it discards is moved into DISCARDING,
+# which is renamed DISCARDED (the commit) and only then deleted. Found after a kill, DISCARDING is
+# moved back (the earlier run stays whole) and DISCARDED deleted (it is gone): never a half-deleted run.
+DISCARDING = f".discarding{TMP_SUFFIX}"
+DISCARDED = f".discarded{TMP_SUFFIX}"
+TRAINING_OUTPUTS = (CHECKPOINTS, METRICS)  # what a fresh `train` replaces
+
+
+def discard_training(run: Path) -> list[str]:
+    """Remove the run's checkpoints and metrics as one atomic step (`train --overwrite`, `prepare
+    --overwrite`); returns the names removed."""
+    run = Path(run)
+    _recover_discard(run)
+    names = [name for name in TRAINING_OUTPUTS if (run / name).exists()]
+    if not names:
+        return []
+    staging, done = run / DISCARDING, run / DISCARDED
+    staging.mkdir()
+    for name in names:
+        os.rename(run / name, staging / name)
+    os.rename(staging, done)  # the commit: from here on the earlier run is gone
+    fsync_dir(run)
+    shutil.rmtree(done, ignore_errors=True)
+    return names
+
+
+def _recover_discard(run: Path) -> list[str]:
+    """Finish what a `discard_training` killed midway left: roll back before its commit, forward after."""
+    run, notes = Path(run), []
+    staging, done = run / DISCARDING, run / DISCARDED
+    if staging.is_dir():
+        for p in sorted(staging.iterdir()):
+            if not (run / p.name).exists():
+                os.rename(p, run / p.name)
+        shutil.rmtree(staging, ignore_errors=True)
+        notes.append(f"{DISCARDING} (an --overwrite cut short before it deleted anything; the earlier run was put back)")
+    if done.exists():
+        shutil.rmtree(done, ignore_errors=True)
+        notes.append(f"{DISCARDED} (what an --overwrite had already discarded)")
+    return notes
 
 
 def weights_path(run_or_ckpt: Path) -> Path:
@@ -273,7 +322,9 @@ def eval_path(run: Path, task: str) -> Path:
 
 
 def clear_lifecycle_outputs(run: Path) -> None:
-    """Remove what an earlier `llmcycle run` made in `run`, so it can be made again."""
+    """Remove what an earlier `llmcycle run` made in `run`, so it can be made again (its training
+    outputs first, atomically: `discard_training`)."""
+    discard_training(run)
     for name in LIFECYCLE_OUTPUTS:
         p = Path(run) / name
         shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmcycle.data.shards import load_meta, open_shard
+from llmcycle.data.shards import check_tokenizer, load_meta, open_shard
+from llmcycle.rundir import TOKENIZER
 
 EVAL_STREAM = 0x6576616C  # "eval": keeps the evaluation sample's seed apart from the epochs'
 MAX_VIRTUAL_FACTOR = 16  # a mixture's virtual index is at most this many times the windows that exist
@@ -117,7 +118,9 @@ def _mixture(data_dir: Path) -> list[dict]:
 
 
 def open_windows(data_dir: Path, split: str, seq_len: int) -> TokenWindows | MixtureWindows:
-    """`TokenWindows` of a prepared folder, or the weighted `MixtureWindows` of a mixture."""
+    """`TokenWindows` of a prepared folder, or the weighted `MixtureWindows` of a mixture; refused if
+    the tokenizer.json beside them is not the one they were made with (`check_tokenizer`)."""
+    check_tokenizer(data_dir, Path(data_dir) / TOKENIZER)
     mix = _mixture(data_dir)
     if not mix:
         return TokenWindows(data_dir, split, seq_len)

@@ -13,7 +13,8 @@ Two streaming passes over the documents, so memory stays bounded whatever the co
 
 The whole output folder is written beside its final place and swapped in only when complete
 (`llmcycle.atomic.atomic_dir`): a failed prepare leaves the earlier prepared data as it was, or
-nothing at all. ``meta.json`` is written last in it (`shards`). The split is by document
+nothing at all. ``meta.json`` is written last in it (`shards`), with the sha256 of the
+tokenizer.json written beside it, so a tokenizer swapped in later is refused on load. The split is by document
 (`split_of`); if no document landed in validation, the last train document is moved there
 (prepare holds one train document back until the end to do so; in that case the BPE sample may
 have included it). A --mix mixture prepares each source into a folder of its own (`mixture`).
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
@@ -40,7 +40,7 @@ from llmcycle.atomic import atomic_dir
 from llmcycle.config import DataConfig, RunConfig, mixture_parts
 from llmcycle.data.corpus import CorpusStats, Document, iter_documents, split_of
 from llmcycle.data.mixture import interleaved_documents, mixture_meta, part_config
-from llmcycle.data.shards import FORMAT_VERSION, ShardWriter, write_meta
+from llmcycle.data.shards import FORMAT_VERSION, ShardWriter, file_sha256, write_meta
 from llmcycle.data.tokenizer import Tokenizer, byte_tokenizer, char_tokenizer, train_bpe
 
 BPE_SAMPLE_BYTES = 64 * 2**20  # text fed to the BPE trainer at most
@@ -79,7 +79,7 @@ def prepare(cfg: DataConfig, out_dir: Path, progress: bool = True, tokenizer: To
             meta = mixture_meta(cfg, metas, sample_bytes)
         else:
             meta = _prepare_corpus(cfg, tmp, tok, sample_bytes, progress)
-        tok.save(tmp)
+        meta["tokenizer"]["sha256"] = file_sha256(tok.save(tmp))  # what the shards were made with (check_tokenizer)
         write_meta(tmp, meta)
     return meta
 
@@ -115,8 +115,7 @@ def _prepare_locked(run: Path, data: DataConfig, base: RunConfig, overwrite: boo
         )
     meta = prepare(data, rundir.data_dir(run), progress)
     if ckpts:
-        shutil.rmtree(rundir.checkpoints_dir(run))
-        rundir.metrics_path(run).unlink(missing_ok=True)
+        rundir.discard_training(run)  # checkpoints and metrics in one step: a kill leaves them whole or gone
         print(f"--overwrite: deleted {len(ckpts)} checkpoint(s) and {rundir.METRICS} of {run}, "
               "which were trained on the data just replaced")
     vocab = meta["vocab_size"]

@@ -7,7 +7,10 @@
 `prepare` writes it (`ShardWriter`, `write_meta`), `loader` reads it (`load_meta`, `open_shard`).
 Damage is found when the data is opened, not as a crash mid-training: a missing or non-JSON
 meta.json, a missing shard or one whose length differs from what meta.json says each raise a
-`ValueError` that names the file and the command that remakes it. numpy only (no torch).
+`ValueError` that names the file and the command that remakes it. So does a tokenizer that is not
+the one the shards were made with (`check_tokenizer`): meta.json records the sha256 of the
+tokenizer.json prepare wrote, and its vocabulary size; metas written before the sha256 was
+recorded are checked on vocabulary size alone. numpy only (no torch).
 """
 
 from __future__ import annotations
@@ -54,6 +57,37 @@ def load_meta(data_dir: Path) -> dict:
         version = meta.get("format_version")
         raise ValueError(f"{path} has format_version {version}, expected {FORMAT_VERSION}; {reprepare_hint(data_dir)}")
     return meta
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_tokenizer(data_dir: Path, tokenizer_file: Path, vocab_size: int | None = None) -> None:
+    """Refuse `tokenizer_file` (of `vocab_size` tokens, when known) if it is not the tokenizer the
+    shards of `data_dir` were made with: their ids would mean other text. A folder without a readable
+    meta.json (an imported model's) is not checked here; `load_meta` reports a damaged one."""
+    meta_file = rundir.meta_path(data_dir)
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        recorded = meta.get("tokenizer", {}).get("sha256")
+        data_vocab = meta.get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        return
+    tokenizer_file = Path(tokenizer_file)
+    differences = []
+    if vocab_size is not None and isinstance(data_vocab, int) and vocab_size != data_vocab:
+        differences.append(f"it has {vocab_size} tokens, the data {data_vocab}")
+    if recorded and tokenizer_file.is_file() and (actual := file_sha256(tokenizer_file)) != recorded:
+        differences.append(f"its sha256 is {actual[:12]}..., {meta_file} records {recorded[:12]}...")
+    if differences:
+        raise ValueError(f"{tokenizer_file} is not the tokenizer the shards in {data_dir} were made with "
+                         f"({'; '.join(differences)}); put back the tokenizer.json prepare wrote there, or "
+                         f"{reprepare_hint(data_dir)}")
 
 
 def write_meta(data_dir: Path, meta: dict) -> None:

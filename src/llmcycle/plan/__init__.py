@@ -21,10 +21,10 @@ from llmcycle.plan.memory import (activation_bytes, dtype_bytes, inference_memor
                                   model_state_bytes_per_param, smallest_dp, training_memory, weight_bytes)
 from llmcycle.plan.presets import PRESETS, get_preset
 from llmcycle.plan.build import Settings, build_plan
-from llmcycle.plan.scaling import (CHINCHILLA, CHINCHILLA_PRINTED, EPOCH, MUENNIGHOFF, chinchilla_rule,
-                                   data_constrained_loss, data_constrained_optimum, data_plan, effective_tokens,
-                                   kaplan_loss_c, kaplan_loss_d, kaplan_loss_n, kaplan_loss_nd, kaplan_optimum, optimum,
-                                   params_for_tokens)
+from llmcycle.plan.scaling import (CHINCHILLA, CHINCHILLA_PRINTED, EPOCH, MUENNIGHOFF, SARDANA, chinchilla_point_for_params,
+                                   chinchilla_rule, data_constrained_loss, data_constrained_optimum, data_plan,
+                                   effective_tokens, inference_optimum, kaplan_loss_c, kaplan_loss_d, kaplan_loss_n,
+                                   kaplan_loss_nd, kaplan_optimum, optimum, params_for_tokens)
 from llmcycle.plan.shape import (ModelShape, from_config, from_dims, from_hf_config, from_hf_dict, non_embedding_params,
                                  param_groups)
 from llmcycle.plan.source import ModelInfo, resolve

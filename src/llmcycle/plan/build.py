@@ -44,6 +44,7 @@ class Settings:
     lora_rank: int | None = None  # also plan fine-tuning: full vs LoRA at this rank, one GPU
     lora_targets: tuple[str, ...] | None = None  # None: memory.LORA_TARGETS
     grad_dtype: str | None = None  # None: the training dtype; fp32: Megatron-LM / DeepSpeed fp32 gradients
+    inference_tokens: float | None = None  # lifetime inference tokens: the inference-aware optimum (Sardana et al.)
 
     def validate(self) -> None:
         self.gpu = get_gpu(self.gpu).name  # canonical name: "h100" -> "h100-80gb"
@@ -156,9 +157,27 @@ def _law_row(law: str, flops: float) -> dict:
     return {"params": n, "tokens": d, "tokens_per_param": d / n, "loss": loss}
 
 
+def inference_aware(info: ModelInfo, st: Settings) -> dict:
+    """Sardana et al. 2023 under the paper's constants: the loss to reach is that of the budget's
+    Chinchilla-optimal model, else of this model on --tokens, else of this model trained
+    Chinchilla-optimally (the paper's Figure 1 framing); then the N, D with the fewest lifetime FLOPs."""
+    fit, n = scaling.SARDANA, info.n_params
+    if st.budget_flops:
+        basis, (gn, gd) = "the budget's compute-optimal model", fit.optimum(st.budget_flops)
+    elif st.tokens:
+        basis, gn, gd = "this model on --tokens", n, st.tokens
+    else:
+        basis, gn, gd = "this model trained compute-optimally", n, scaling.chinchilla_point_for_params(n, fit)["tokens"]
+    out = scaling.inference_optimum(fit.loss(gn, gd), st.inference_tokens, fit)
+    given = 6 * gn * gd + 2 * gn * st.inference_tokens
+    out.update(basis=basis, given_params=gn, given_tokens=gd, given_total_flops=given,
+               given_flops_saved=1 - out["total_flops"] / given)
+    return out
+
+
 def scaling_section(info: ModelInfo, st: Settings) -> dict | None:
     flops = st.budget_flops
-    if flops is None and st.tokens is None:
+    if flops is None and st.tokens is None and st.inference_tokens is None:
         return None
     out = {"budget_flops": flops, "budget_pf_days": compute.pf_days(flops) if flops else None,
            "laws": {law: _law_row(law, flops) for law in scaling.LAWS} if flops else None,
@@ -172,6 +191,8 @@ def scaling_section(info: ModelInfo, st: Settings) -> dict | None:
     if st.unique_tokens is not None:
         budget = flops or compute.training_flops(info.n_params, st.tokens, info.family)
         out["data"] = scaling.data_plan(budget, st.unique_tokens, st.law, st.max_epochs)
+    if st.inference_tokens is not None:
+        out["inference_aware"] = inference_aware(info, st)
     return out
 
 

@@ -93,6 +93,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     c.add_argument("--unique-tokens", type=_flt, help="tokens of data available (data-constrained advice)")
     c.add_argument("--max-epochs", type=_flt, default=4.0, help="most passes over the data (Muennighoff: ~4)")
     c.add_argument("--law", default="chinchilla", choices=scaling.LAWS, help="law for the data advice")
+    c.add_argument("--inference-tokens", type=_flt,
+                   help="lifetime inference tokens (prompt + generated, all requests): the inference-aware N, D "
+                        "(Sardana et al. 2023) beside Chinchilla's for the same loss")
     o = p.add_argument_group("output")
     o.add_argument("--json", action="store_true", help="machine-readable output (schema llmcycle.plan/1)")
     o.add_argument("--plot", help="write a PNG of memory per GPU across strategies")
@@ -118,7 +121,8 @@ def _budget(args) -> float | None:
     return args.budget_flops
 
 
-POSITIVE = ("tokens", "budget_flops", "budget_pf_days", "budget_gpu_hours", "unique_tokens", "max_epochs", "params")
+POSITIVE = ("tokens", "budget_flops", "budget_pf_days", "budget_gpu_hours", "unique_tokens", "max_epochs", "params",
+            "inference_tokens")
 MAX_PARAMS = 1e15  # a thousand times the largest dense models trained so far
 
 
@@ -146,7 +150,7 @@ def make_plan(args) -> dict:
                   unique_tokens=args.unique_tokens, max_epochs=args.max_epochs, law=args.law,
                   infer_batch=args.infer_batch, infer_seq_len=args.infer_seq_len, reserve_gib=args.reserve_gib,
                   lora_rank=args.lora_rank, lora_targets=tuple(args.lora_targets) if args.lora_targets else None,
-                  grad_dtype=args.grad_dtype)
+                  grad_dtype=args.grad_dtype, inference_tokens=args.inference_tokens)
     return build_plan(info, st)
 
 

@@ -201,9 +201,23 @@ def output_activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el: 
 
 
 def activation_bytes(sh: ModelShape, seq: int, batch: int, bytes_per_el: float = 2, tp: int = 1, sp: bool = False,
-                     recompute: str = "none", flash: bool = True, dropout: bool = False, dec_seq: int | None = None) -> float:
+                     recompute: str = "none", flash: bool = True, dropout: bool = False, dec_seq: int | None = None,
+                     eager: bool = False) -> float:
     """All layers' activations on the first pipeline stage. With 1F1B pipelining that stage holds
-    pp micro-batches of L/pp layers: L layers' worth whatever pp is (Korthikanti sec. 4.2.3)."""
+    pp micro-batches of L/pp layers: L layers' worth whatever pp is (Korthikanti sec. 4.2.3).
+
+    eager (what `training_memory` passes for fp32): plain PyTorch eager training at fp32, as
+    `llmcycle train` runs on a CPU, is accounted by what autograd keeps for llmcycle's layers (`llmcycle_activation_bytes`:
+    measured within 6% on CPU fp32, bench/plan_vs_measured.py --recompute) instead of Korthikanti's
+    table, which describes Megatron's fused 16-bit GPU kernels and leaves out what dominates small
+    fp32 models: the loss's fp32 logits and their two gradient buffers, rotary's rotated q and k,
+    the eager norms' saved outputs, the block rerun in backward under full recomputation, and
+    selective recomputation's op-level policy (matmul and attention outputs kept, the rest rerun).
+    It applies where that accounting is derived: flash attention, no dropout, one tensor-parallel
+    rank, decoder or encoder; anything else keeps Korthikanti's table."""
+    recompute = _norm("recompute", recompute, RECOMPUTE, {})
+    if eager and flash and not dropout and tp == 1 and not sp and sh.family != "seq2seq":
+        return llmcycle_activation_bytes(sh, seq, batch, bytes_per_el, recompute)["total"]
     kw = dict(bytes_per_el=bytes_per_el, tp=tp, sp=sp, recompute=recompute, flash=flash, dropout=dropout)
     total = sh.n_layer * layer_activation_bytes(sh, seq, batch, **kw)
     if sh.family == "seq2seq":
@@ -226,7 +240,8 @@ def training_memory(n_params: float, shape: ModelShape | None = None, *, dtype: 
     act = 0.0
     if shape is not None:
         e = dtype_bytes(dtype)
-        act = activation_bytes(shape, seq or shape.max_seq_len, batch, e, tp, sp, recompute, flash)
+        act = activation_bytes(shape, seq or shape.max_seq_len, batch, e, tp, sp, recompute, flash,
+                               eager=DTYPE_ALIASES.get(dtype, dtype) == "fp32")  # fp32: eager PyTorch's accounting
     out = {k: states[k] for k in ("weights", "grads", "optimizer")}
     out["activations"] = act
     out["total"] = states["total"] + act
@@ -315,6 +330,32 @@ def lora_params(sh: ModelShape, rank: int, targets: tuple[str, ...] | list[str] 
     return sh.n_layer * sum(rank * (dims[t][0] + dims[t][1]) for t in targets)
 
 
+def lora_frozen_savings(sh: ModelShape, seq: int, batch: int, targets=LORA_TARGETS, dropout: bool = False,
+                        bytes_per_el: float = 4) -> float:
+    """Bytes of `llmcycle_activation_bytes` (a full fine-tune's saved tensors) that autograd does not keep
+    when the base is frozen, listed from the saved tensors (torch.autograd.graph.saved_tensors_hooks) and
+    checked in tests/test_finetune_plan.py: tensors kept only for a weight's gradient. RMSNorm's normalised
+    x (x * rstd, for the gain's gradient) of every norm; the first block's first norm, whose input needs no
+    gradient, keeps nothing (x and rstd; LayerNorm: x, mean and rstd); the frozen head's input; the
+    embedding's token ids; and a frozen Linear's input unless it is adapted (lora_A, or with dropout
+    the tensors around it, keep it): the attention and MLP norms' outputs (read by qkv / up) and the MLP's
+    activation (read by down); the attention output stays (SDPA keeps it for its own backward).
+    `dropout` is accepted for symmetry with the callers; the savings do not depend on it."""
+    e, sb, d = bytes_per_el, seq * batch, sh.d_model
+    rms = sh.norm == "rmsnorm"
+    n_norms = 2 * sh.n_layer + 1
+    saved = (n_norms * e * sb * d if rms else 0) + (e * sb * d + (4 if rms else 8) * sb) + e * sb * d + 8 * sb
+    kept = set(targets)  # adapted Linears: lora_A keeps its input (with dropout, its input is kept all the same)
+    per_layer = 0.0
+    if not kept & {"qkv_proj", "q_proj", "k_proj", "v_proj"}:
+        per_layer += e * sb * d  # the attention norm's output
+    if not kept & {"up_proj", "gate_proj"}:
+        per_layer += e * sb * d  # the MLP norm's output
+    if "down_proj" not in kept:
+        per_layer += e * sb * sh.ffn  # the MLP activation down_proj reads
+    return saved + sh.n_layer * per_layer
+
+
 def lora_training_memory(n_params: float, shape: ModelShape, rank: int, targets=LORA_TARGETS, *, dtype: str = "bf16",
                          base_dtype: str | None = None, batch: int = 1, seq: int | None = None, dropout: bool = False,
                          llmcycle_cpu: bool = False, **act_kw) -> dict:
@@ -328,11 +369,15 @@ def lora_training_memory(n_params: float, shape: ModelShape, rank: int, targets=
     n_lora = lora_params(shape, rank, targets)
     e = 4 if llmcycle_cpu else dtype_bytes(dtype)
     if llmcycle_cpu:
-        act = llmcycle_activation_bytes(shape, seq, batch, 4)["total"]
+        act = llmcycle_activation_bytes(shape, seq, batch, 4)["total"] - lora_frozen_savings(shape, seq, batch, targets,
+                                                                                             dropout)
     else:
         act = activation_bytes(shape, seq, batch, e, **act_kw)
     dims = lora_linear_dims(shape)
-    per_token = sum(e * rank + (dims[t][0] * (e + 1) if dropout else 0) for t in targets)  # + dropout out, bool mask
+    # + A's output (B's input); with dropout its output (A's input). llmcycle_cpu: measured, no mask is kept
+    # beside it on CPU (tests/test_finetune_plan.py); the generic path keeps Korthikanti's one-byte mask.
+    mask = 0 if llmcycle_cpu else 1
+    per_token = sum(e * rank + (dims[t][0] * (e + mask) if dropout else 0) for t in targets)
     extra = shape.n_layer * seq * batch * per_token
     out = {"weights": n_params * dtype_bytes(base_dtype or dtype), "adapter_params": n_lora,
            "adapters": n_lora * ADAPTER_BYTES_PER_PARAM, "activations": act + extra}

@@ -6,6 +6,9 @@
 - Kaplan et al. 2020: L(N), L(D), L(N, D) (Eq. 1.5), L(C_min) and N_opt(C) ~ C^0.73.
 - Data-constrained scaling (Muennighoff et al. 2023, "Scaling Data-Constrained Language Models"):
   repeated tokens are worth less; up to ~4 epochs is nearly as good as fresh data.
+- Inference-aware optimum (Sardana et al. 2023, "Beyond Chinchilla-Optimal"): the N, D that reach a
+  loss with the fewest training + inference FLOPs, with the paper's constants (SARDANA).
+- Kaplan's derived compute exponent alpha_C^min (Eq. 1.8).
 The compute-optimal split assumes C = 6ND throughout.
 """
 
@@ -53,11 +56,16 @@ CHINCHILLA_PRINTED = Fit("chinchilla-printed", 1.69, 406.4, 410.7, 0.34, 0.28, "
 CHINCHILLA = Fit("chinchilla", 1.69337, 406.401, 410.723, 0.33917084, 0.2849083,
                  "Hoffmann et al. 2022, unrounded constants from the paper's TeX source")
 EPOCH = Fit("epoch", 1.82, 482.0, 2085.4, 0.3478, 0.3658, "Besiroglu et al. 2024 (Epoch AI), Chinchilla replication")
+# Sardana et al. 2023/2024 ("Beyond Chinchilla-Optimal") use Chinchilla's Approach 3 with alpha = 0.336, beta = 0.283
+# (the defaults of their code, github.com/nikhilsardana/beyond-chinchilla, utils.ChinchillaConstants; de Vries 2023 used
+# the same, as closer to Chinchilla's Table A3 than the rounded 0.34 / 0.28). Their Figure 1 numbers need these exponents.
+SARDANA = Fit("sardana", 1.69, 406.4, 410.7, 0.336, 0.283,
+              "Chinchilla Approach 3 as Sardana et al. 2023 use it (alpha 0.336, beta 0.283)")
 # Muennighoff et al. 2023 fit on C4 (datablations README): log-space constants a, b, e exponentiated.
 MUENNIGHOFF = Fit("muennighoff", math.exp(0.6254804), math.exp(6.255414), math.exp(7.3049974), 0.3526596, 0.3526596,
                   "Muennighoff et al. 2023, C4 fit (huggingface/datablations)")
 R_D_STAR, R_N_STAR = 15.387756, 5.309743  # Muennighoff et al. 2023: decay constants of repeated data / excess params
-FITS = {f.name: f for f in (CHINCHILLA, CHINCHILLA_PRINTED, EPOCH)}
+FITS = {f.name: f for f in (CHINCHILLA, CHINCHILLA_PRINTED, EPOCH, SARDANA)}
 LAWS = ("chinchilla-20x", "chinchilla", "chinchilla-printed", "epoch", "kaplan")
 TOKENS_PER_PARAM = 20  # Hoffmann et al. 2022, Approach 1 (Table 3)
 
@@ -209,36 +217,58 @@ def tokens_for_loss(n: float, target_loss: float, fit: Fit) -> float:
     return math.inf if gap <= 0 else (fit.B / gap) ** (1 / fit.beta)
 
 
-def inference_optimum(target_loss: float, inference_tokens: float, fit: Fit = CHINCHILLA_PRINTED) -> dict:
+def inference_optimum(target_loss: float, inference_tokens: float, fit: Fit = SARDANA) -> dict:
     """Sardana et al. 2023, "Beyond Chinchilla-Optimal" (Eq. 3): the (N, D_tr) that minimise lifetime
-    FLOPs 6 N D_tr + 2 N D_inf subject to L(N, D_tr) = target_loss under the Chinchilla fit (the paper
-    uses Hoffmann et al.'s printed constants, the default here). Golden-section search on log N over
-    the N that can reach the loss; with D_inf = 0 it is Chinchilla's compute-optimal point for that loss.
-    Returns both optima, their FLOPs, and the shift (N ratio, tokens-per-parameter, FLOPs saved)."""
+    FLOPs 6 N D_tr + 2 N D_inf (D_inf: prompt + generated tokens over all requests) subject to
+    L(N, D_tr) = target_loss. Default fit: the paper's constants (SARDANA, alpha 0.336, beta 0.283).
+
+    Setting the Lagrangian's derivatives to zero and eliminating A / N^alpha leaves one equation in D_tr,
+        B (1 + beta/alpha) D^-beta + (beta B D_inf / (3 alpha)) D^-(beta+1) = target - E,
+    the equation the authors solve with Newton's method (model_calculator.compute_optimal_train_tokens).
+    Its left side falls monotonically in D, so bisection on log D finds the one root; N follows from
+    the loss constraint. With D_inf = 0 it is Chinchilla's compute-optimal point for that loss (closed
+    form N = (A (1 + alpha/beta) / (target - E))^(1/alpha)), the baseline the result is compared with.
+    Returns both points, their lifetime FLOPs, and the shift (N and D ratios, FLOPs saved)."""
     if target_loss <= fit.E:
         raise ValueError(f"target loss {target_loss} is at or below the fit's irreducible loss E = {fit.E}; "
                          "no model reaches it")
-    if inference_tokens < 0:
+    if not 0 <= inference_tokens < math.inf:
         raise ValueError(f"inference tokens must be >= 0, got {inference_tokens}")
-    n_min = (fit.A / (target_loss - fit.E)) ** (1 / fit.alpha)  # N with L = target at infinite data
+    gap = target_loss - fit.E
+    c1, c2 = fit.B * (1 + fit.beta / fit.alpha), fit.beta * fit.B * inference_tokens / (3 * fit.alpha)
 
-    def total(ln: float, d_inf: float) -> float:
-        n = math.exp(ln)
-        return 6 * n * tokens_for_loss(n, target_loss, fit) + 2 * n * d_inf
-
-    def argmin(d_inf: float) -> float:
-        lo, hi = math.log(n_min) + 1e-9, math.log(n_min) + 30
-        g = (math.sqrt(5) - 1) / 2
-        for _ in range(300):
-            x1, x2 = hi - g * (hi - lo), lo + g * (hi - lo)
-            lo, hi = (lo, x2) if total(x1, d_inf) < total(x2, d_inf) else (x1, hi)
+    def stationary_tokens(c2: float) -> float:
+        g = lambda ld: c1 * math.exp(-fit.beta * ld) + c2 * math.exp(-(fit.beta + 1) * ld) - gap  # noqa: E731
+        lo, hi = 0.0, 1.0  # log D bracket: g(lo) > 0 > g(hi)
+        while g(lo) <= 0:
+            lo -= 10.0
+        while g(hi) >= 0:
+            hi += 10.0
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if g(mid) > 0 else (lo, mid)
         return math.exp((lo + hi) / 2)
 
-    n, n0 = argmin(inference_tokens), argmin(0.0)
-    d, d0 = tokens_for_loss(n, target_loss, fit), tokens_for_loss(n0, target_loss, fit)
+    def params_for(d: float) -> float:
+        return (fit.A / (gap - fit.B / d**fit.beta)) ** (1 / fit.alpha)
+
+    d, d0 = stationary_tokens(c2), stationary_tokens(0.0)
+    n, n0 = params_for(d), params_for(d0)
     flops, flops0 = 6 * n * d + 2 * n * inference_tokens, 6 * n0 * d0 + 2 * n0 * inference_tokens
     return {"fit": fit.name, "target_loss": target_loss, "inference_tokens": inference_tokens,
             "params": n, "train_tokens": d, "tokens_per_param": d / n, "train_flops": 6 * n * d,
             "inference_flops": 2 * n * inference_tokens, "total_flops": flops,
             "chinchilla_params": n0, "chinchilla_train_tokens": d0, "chinchilla_tokens_per_param": d0 / n0,
-            "chinchilla_total_flops": flops0, "params_ratio": n / n0, "flops_saved": 1 - flops / flops0}
+            "chinchilla_train_flops": 6 * n0 * d0, "chinchilla_total_flops": flops0, "params_ratio": n / n0,
+            "tokens_ratio": d / d0, "flops_ratio": flops / flops0, "flops_saved": 1 - flops / flops0,
+            "flops_saved_abs": flops0 - flops}
+
+
+def chinchilla_point_for_params(n: float, fit: Fit = SARDANA) -> dict:
+    """The compute-optimal (training-only) run of an N-parameter model under `fit`: Eq. 4 inverted,
+    C = 6 (N / G)^(1/a), D = C / (6N), and its loss: the "Chinchilla-style N model" of Sardana et al."""
+    if not 0 < n < math.inf:
+        raise ValueError(f"parameters must be > 0, got {n}")
+    flops = 6 * (n / fit.G) ** (1 / fit.a)
+    d = flops / (6 * n)
+    return {"params": n, "tokens": d, "flops": flops, "loss": fit.loss(n, d)}

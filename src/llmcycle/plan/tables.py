@@ -113,6 +113,21 @@ def _data_text(d: dict) -> str:
             f"data-constrained optimum is {num(d['muennighoff_params'])} params, {d['muennighoff_epochs']:.1f} epochs")
 
 
+def _inference_aware_text(r: dict) -> str:
+    rows = [[name, num(r[p + "params"]), num(r[p + "train_tokens"]), f"{r[p + 'tokens_per_param']:.1f}",
+             f"{r[p + 'train_flops']:.3e}", f"{r[p + 'total_flops']:.3e}"]
+            for name, p in (("chinchilla-optimal", "chinchilla_"), ("inference-aware", ""))]
+    return "\n".join([
+        f"  inference-aware optimum (Sardana et al. 2023, fit {r['fit']}): loss {r['target_loss']:.4f} nats "
+        f"({r['basis']}), {num(r['inference_tokens'])} lifetime inference tokens at 2N FLOPs each:",
+        table(["model", "params", "train tokens", "tokens/param", "train FLOPs", "lifetime FLOPs"], rows),
+        f"  -> {r['params_ratio']:.2f}x the params on {r['tokens_ratio']:.2f}x the tokens: {r['flops_saved']:.1%} fewer "
+        f"lifetime FLOPs ({r['flops_saved_abs']:.2e}) than the Chinchilla-optimal model of the same loss"]
+        + ([f"  this model ({num(r['given_params'])} params on {num(r['given_tokens'])} tokens) would spend "
+            f"{r['given_total_flops']:.3e} lifetime FLOPs; the inference-aware optimum spends {r['given_flops_saved']:.1%} fewer"]
+           if r["basis"] == "this model on --tokens" else []))
+
+
 def scaling_text(sc: dict | None) -> str:
     if not sc:
         return ""
@@ -124,6 +139,8 @@ def scaling_text(sc: dict | None) -> str:
                    f"{t['loss_chinchilla']:.3f} (Chinchilla fit), {t['loss_epoch']:.3f} (Epoch AI fit) nats")
     if sc.get("data"):
         out.append(_data_text(sc["data"]))
+    if sc.get("inference_aware"):
+        out.append(_inference_aware_text(sc["inference_aware"]))
     return "\n".join(out)
 
 

@@ -2,16 +2,19 @@
 
     submit(req) -> pending queue (bounded: a full queue is refused at once, see QueueFull)
     scheduler loop, each iteration:
-        admit   while a row is free: pop a request, prefill its prompt alone into its own row of
-                the BatchCache (columns 0..T-1), sample its first token from the prefill logits
+        admit   while a row is free: pop a request; the requests popped together are prefilled together
+                (left-padded, one forward per group of <= prefill_tokens padded tokens), each prompt
+                into its own row of the BatchCache (columns 0..T-1); each samples its first token
+                from its last prefill logits
         step    one `DecoderLM.step` for the B running rows (the compiled step with --compile), each
                 row at its own position: idx (B, 1), pos = slot (B, 1), cache view (B, K, L, D) with L
                 the longest row rounded up to a multiple of 64
         sample  per row, with the request's own SamplingConfig and torch.Generator
         leave   a finished or cancelled request gives its row back; the last running row moves into it
 
-Because each request has its own generator and its prompt is prefilled alone, its tokens do not
-depend on what else is running (up to float rounding of batched matmuls): greedy and seeded output
+Because each request has its own generator, its own positions and a mask that hides the padding and
+the other rows, its tokens do not depend on what else is running (up to float rounding of batched
+matmuls): greedy and seeded output
 is the same alone or batched. Results go back to the asyncio side through `Request.emit`, called
 from the scheduler thread.
 """
@@ -26,6 +29,7 @@ from typing import Callable
 
 import torch
 
+from llmcycle.inference.batching import left_pad
 from llmcycle.inference.generate import compiled_step
 from llmcycle.inference.sampling import SamplingConfig, sample_next
 from llmcycle.serve.slots import BatchCache
@@ -74,7 +78,8 @@ class Engine:
     """The scheduler. `start()` runs it in a daemon thread; `submit` is thread-safe."""
 
     def __init__(self, model, max_batch: int = 8, max_len: int | None = None, max_queue: int = 64,
-                 compile: bool = False, on_step: Callable[[int], None] | None = None) -> None:
+                 compile: bool = False, on_step: Callable[[int], None] | None = None,
+                 prefill_tokens: int = 2048) -> None:
         if model.cfg.family != "decoder":
             raise ValueError(f"llmcycle serve runs decoder models; this run is a {model.cfg.family} model "
                              "(generate with `llmcycle generate` or `llmcycle fill-mask` instead)")
@@ -89,6 +94,7 @@ class Engine:
         # never coincide with a contiguous tensor's, which would make torch.compile build a second graph
         self.cache = BatchCache(cfg.n_layer, max_batch, cfg.kv_heads, cfg.hd, self.max_len + 1, self.device, dtype)
         self.max_batch, self.max_queue = max_batch, max_queue
+        self.prefill_tokens = prefill_tokens  # a batched prefill's padded tokens (rows x longest prompt) at most
         self.step_fn = compiled_step(model) if compile else model.step
         self.pending: collections.deque[Request] = collections.deque()
         self.running: list[Request] = []  # running[r] owns cache row r
@@ -150,32 +156,51 @@ class Engine:
                 req.emit("error", {"message": "the server is shutting down"})
 
     def _admit(self) -> None:
-        while len(self.running) < self.max_batch:
-            with self.cond:
-                if not self.pending:
-                    return
+        """Take waiting requests while rows are free and prefill them: the ones that arrived together in
+        batches of at most `prefill_tokens` padded tokens (one forward each), a request that wants its
+        prompt's log-probabilities alone (it needs every position's logits, not the last one)."""
+        new: list[Request] = []
+        with self.cond:
+            while self.pending and len(self.running) + len(new) < self.max_batch:
                 req = self.pending.popleft()
-            if req.cancelled:
-                continue
-            req.row = len(self.running)
-            self.running.append(req)
-            logits = self._prefill(req)  # (T, V) or (1, V)
-            req.emit("start", {"queued_s": time.perf_counter() - req.arrived})
-            if req.max_tokens == 0:  # echo only (log-likelihood scoring)
-                self._finish(req, "length")
+                if not req.cancelled:
+                    new.append(req)
+        scoring = [r for r in new if r.prompt_logprobs is not None]
+        plain = sorted((r for r in new if r.prompt_logprobs is None), key=lambda r: len(r.prompt))
+        groups: list[list[Request]] = [[r] for r in scoring]
+        for req in plain:  # shortest first, so a group's padding stays small
+            g = groups[-1] if groups and groups[-1][0].prompt_logprobs is None else None
+            if g is not None and (len(g) + 1) * len(req.prompt) <= self.prefill_tokens:
+                g.append(req)
             else:
-                self._accept(req, logits[-1])
+                groups.append([req])
+        for group in groups:
+            r0 = len(self.running)
+            for i, req in enumerate(group):
+                req.row = r0 + i
+                self.running.append(req)
+            last = self._prefill(group)  # (n, V)
+            for req, logits in zip(group, last):
+                req.emit("start", {"queued_s": time.perf_counter() - req.arrived})
+                if req.max_tokens == 0:  # echo only (log-likelihood scoring)
+                    self._finish(req, "length")
+                else:
+                    self._accept(req, logits)
 
-    def _prefill(self, req: Request) -> torch.Tensor:
-        ids = torch.tensor([req.prompt], device=self.device)
-        want_all = req.prompt_logprobs is not None
-        logits, _ = self.model(ids, cache=self.cache.prefill(req.row), last_only=not want_all)
-        logits = logits[0]  # (T|1, V)
+    def _prefill(self, group: list[Request]) -> torch.Tensor:
+        """Prefill the prompts of `group` (rows group[0].row ...) in one forward -> last logits (n, V).
+        Left-padded, each row at its own positions 0..len-1, the padding masked (`inference/batching.py`)."""
+        prompts = [r.prompt for r in group]
+        idx, pad, pos = left_pad(prompts, 0, device=self.device)  # (n, T), (n, T) | None, (n, T) | (T,)
+        want_all = group[0].prompt_logprobs is not None  # a scoring request is alone in its group
+        cache = self.cache.prefill(group[0].row, [len(p) for p in prompts])
+        logits, _ = self.model(idx, cache=cache, pos=pos, pad=pad, last_only=not want_all)  # (n, T|1, V)
         if want_all:
-            entries = [None] + [_logprob_entry(logits[t - 1], req.prompt[t], req.prompt_logprobs)
+            req = group[0]
+            entries = [None] + [_logprob_entry(logits[0, t - 1], req.prompt[t], req.prompt_logprobs)
                                 for t in range(1, len(req.prompt))]
             req.emit("prompt_logprobs", {"entries": entries})
-        return logits
+        return logits[:, -1]
 
     def _step(self) -> None:
         rows = self.running

@@ -55,10 +55,12 @@ def _failure_message(err) -> WorkerFailed:
 
     ranks = sorted(err.failures, key=order)
     first = err.failures[ranks[0]]
-    msg = (f"training stopped: rank {ranks[0]} (local rank {first.local_rank}, pid {first.pid}) failed with exit "
-           f"code {first.exitcode}: {_reason(first)}")
+    same = [r for r in ranks[1:] if _reason(err.failures[r]) == _reason(first)]  # e.g. a checkpoint write
+    msg = (f"training stopped: rank {ranks[0]} (local rank {first.local_rank}, pid {first.pid})"  # all ranks saw fail
+           f"{''.join(f' and rank {r}' for r in same)} failed with exit code {first.exitcode}: {_reason(first)}")
     for r in ranks[1:]:
-        msg += f"; rank {r} failed too: {_reason(err.failures[r])}"
+        if r not in same:
+            msg += f"; rank {r} failed too: {_reason(err.failures[r])}"
     return WorkerFailed(msg + "; the other workers were stopped", ranks[0], first.exitcode)
 
 

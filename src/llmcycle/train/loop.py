@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from llmcycle.models import build_model
 from llmcycle.models.accounting import flops_per_token
 from llmcycle.runtime import (autocast, destroy_distributed, init_distributed, is_main, matmul_peak_flops,
                               pick_device, print0, seed_everything, world)
+from llmcycle.train.allocator import keep_freed_memory
 from llmcycle.train.batches import Batches, PretrainBatches
 from llmcycle.train.compile import compile_for_training
 from llmcycle.train.optim import build_optimizer, lr_at, set_lr
@@ -74,7 +74,7 @@ def _train(run, cfg, device, resume, progress, overwrite, make_batches, model) -
     log = _Log(run, state, progress, t.log_every, flops_tok, matmul_peak_flops(device))
     val_sets = data.validation(rank, world_size)
     resumed_at = state.step if resume else None
-    with log:
+    with log, keep_freed_memory(device.type == "cpu"):  # no page faults per step for big tensors
         while True:
             step, last = state.step, budget.done()
             if step % t.eval_every == 0 or last:
@@ -143,9 +143,7 @@ def _start(run: Path, cfg: RunConfig, model, optimizer, resume: bool, overwrite:
         checkpoint.load_weights(model, rundir.weights_path(Path(cfg.train.init_from)))
         print0(f"initialised weights from {cfg.train.init_from} (fresh optimizer and schedule)")
     if is_main():  # a fresh run: its own checkpoints, log and config.json (the config it trains)
-        for p in old:
-            shutil.rmtree(p)
-        rundir.metrics_path(run).unlink(missing_ok=True)
+        rundir.discard_training(run)  # the earlier ones go in one rename: a kill leaves them whole or gone
         rundir.save_config(run, cfg)
     if dist.is_initialized():
         dist.barrier()
