@@ -95,6 +95,31 @@ def test_compiled_decoding_gives_the_eager_tokens():
         GenerationConfig(compile=True, use_cache=False)
 
 
+def test_compiled_decoding_runs_the_ahead_of_time_step():
+    """--compile decodes through the AOTInductor step (not the torch.compile fallback): one build per batch
+    size serves every cache length, it gives eager's greedy tokens (rope + GQA, left padding) and it
+    writes the same keys/values into the cache."""
+    from llmcycle.inference import aot
+    from llmcycle.inference.kv_cache import KVCache
+
+    torch.manual_seed(0)
+    m = build_model(tiny_model(n_kv_head=2)).eval()
+    greedy = SamplingConfig(temperature=0)
+    for prompts, n in (([[1, 2, 3]], 9), ([[5] * 7], 20), ([[4, 5, 6, 7], [8]], 6)):
+        assert generate_ids(m, prompts, n, greedy, compile=True) == generate_ids(m, prompts, n, greedy)
+    assert sorted(b for b, _ in aot._BUILT[m]) == [1, 2] and not getattr(m, "_aot_failed", None)
+    step = aot.aot_step(m, 1, torch.float32)
+    caches = [KVCache(2, 1, 2, 8, 10, "cpu", torch.float32) for _ in range(2)]
+    with torch.inference_mode():
+        for c in caches:
+            m(torch.tensor([[1, 2, 3]]), cache=c)
+        eager = m(torch.tensor([[4]]), cache=caches[0])[0]
+        ahead = step(torch.tensor([[4]]), torch.tensor([1]), torch.tensor([2]), torch.tensor([[2]]),
+                     torch.zeros(1, 10, dtype=torch.bool), caches[1].k, caches[1].v)
+    assert torch.allclose(eager, ahead, atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(caches[0].k + caches[0].v, caches[1].k + caches[1].v))
+
+
 def test_compile_without_a_cxx_compiler_is_a_clear_error():
     import torch._inductor.config as inductor
 
