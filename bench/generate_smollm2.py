@@ -14,7 +14,7 @@ token, and peak memory (the engine's own process: each runs in a fresh one). Tim
     ...+compile     any of these decoding through the torch.compile'd fixed-shape step (generate --compile);
                     its compilation is part of the warm-up, reported as "setup s"
     llama.cpp       llama-cpp-python on the Q4_1 GGUF itself, when importable
-                    (.venv/bin/pip install -c constraints.txt -e '.[llamacpp]': compiles llama.cpp, ~10 min)
+                    (bash scripts/setup_llamacpp.sh: compiles llama.cpp for this CPU, ~5-10 min)
 
     .venv/bin/python bench/generate_smollm2.py [--threads N] [--repeats R] [--engines a,b] [--json FILE]
 """
@@ -111,7 +111,7 @@ def report(results: dict, args) -> None:
               f"{ratio('prefill_tok_s'):>9} "
               f"{ratio('decode_tok_s'):>8}  {agree}")
     if "llama.cpp" not in results:
-        print("(llama.cpp: not installed; .venv/bin/pip install -c constraints.txt -e '.[llamacpp]' compiles it, ~10 min)")
+        print("(llama.cpp: not installed; bash scripts/setup_llamacpp.sh compiles it for this CPU, ~5-10 min)")
         return
     mark = results["llama.cpp"]
     print("against llama.cpp (decode / prefill):  " + ",  ".join(

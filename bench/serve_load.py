@@ -11,7 +11,7 @@ run. Then the soak: 16 clients, --soak requests in all, shorter completions, fai
 Everything is bounded: --round-timeout seconds per round, --soak-timeout for the soak.
 
 llama.cpp's server on the same GGUF is measured the same way when `llama_cpp.server` is importable
-(pip install 'llama-cpp-python[server]': compiles llama.cpp, ~10 min); otherwise its row is skipped.
+(bash scripts/setup_llamacpp.sh: compiles llama.cpp for this CPU, ~5-10 min); otherwise its row is skipped.
 
     .venv/bin/python bench/serve_load.py [--configs int4+compile,fp32] [--clients 1,2,4,8,16]
                                          [--threads 2] [--requests 2] [--max-tokens 64] [--soak 200]
