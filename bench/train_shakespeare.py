@@ -209,6 +209,25 @@ def ms(xs: list[float], skip: int) -> float:
     return statistics.median(xs[skip:]) * 1000
 
 
+def alternated(engines: list[str], repeats: int, run) -> dict[str, list[float]]:
+    """ms/iteration of each engine over `repeats` runs, the order reversed every other repeat
+    (so a drift in the machine's load falls on both sides); run(e) -> one run's ms/iteration."""
+    per = {e: [] for e in engines}
+    for rep in range(repeats):
+        for e in (engines if rep % 2 == 0 else engines[::-1]):
+            per[e].append(run(e))
+            print(f"  repeat {rep + 1} {e:20s} {per[e][-1]:8.1f} ms/iter", flush=True)
+    return per
+
+
+def vs_nanogpt(per: dict[str, list[float]], e: str) -> str:
+    """nanoGPT's time over e's (min, median): iterations/s relative to nanoGPT, from the same run."""
+    if "nanoGPT" not in per or e == "nanoGPT":
+        return ""
+    n = per["nanoGPT"]
+    return f"{min(n) / min(per[e]):.2f}x, {statistics.median(n) / statistics.median(per[e]):.2f}x"
+
+
 # ------------------------------------------------------------------ phases
 
 
@@ -216,26 +235,20 @@ def speed(args, work, base, configs) -> None:
     print(f"\n## speed: {args.repeats} alternated runs of {args.speed_iters} iterations per engine "
           f"(ms/iteration = median of each run, first {WARMUP} left out)")
     engines = (["nanoGPT"] if args.nanogpt else []) + configs
-    per = {e: [] for e in engines}
-    for rep in range(args.repeats):
-        order = engines if rep % 2 == 0 else engines[::-1]
-        for e in order:
-            if e == "nanoGPT":
-                r = run_nanogpt(args.nanogpt, work, [f"--max_iters={args.speed_iters}", "--eval_iters=1"],
-                                args.threads, eval_interval=10**9)
-            else:
-                r = run_llmcycle(work, base, f"speed-{e}", CONFIGS[e][1], args.speed_iters, args.threads,
-                                 10**9, 1)
-            per[e].append(ms(r["step_s"], WARMUP))
-            print(f"  repeat {rep + 1} {e:13s} {per[e][-1]:6.1f} ms/iter", flush=True)
+
+    def run(e: str) -> float:
+        if e == "nanoGPT":
+            r = run_nanogpt(args.nanogpt, work, [f"--max_iters={args.speed_iters}", "--eval_iters=1"],
+                            args.threads, eval_interval=10**9)
+        else:
+            r = run_llmcycle(work, base, f"speed-{e}", CONFIGS[e][1], args.speed_iters, args.threads, 10**9, 1)
+        return ms(r["step_s"], WARMUP)
+
+    per = alternated(engines, args.repeats, run)
     print("\n| engine | ms/iter min | median | iterations/s vs nanoGPT (min, median) |")
     print("|---|---:|---:|---:|")
     for e in engines:
-        ratio = ""
-        if args.nanogpt and e != "nanoGPT":
-            n = per["nanoGPT"]
-            ratio = f"{min(n) / min(per[e]):.2f}x, {statistics.median(n) / statistics.median(per[e]):.2f}x"
-        print(f"| {e} | {min(per[e]):.1f} | {statistics.median(per[e]):.1f} | {ratio} |")
+        print(f"| {e} | {min(per[e]):.1f} | {statistics.median(per[e]):.1f} | {vs_nanogpt(per, e)} |")
 
 
 def quality(args, work, base, configs) -> None:
@@ -273,24 +286,21 @@ def shape(args, work) -> None:
     base = prepare_llmcycle(work, tiny_shakespeare())
     tok = 64 * 256
     engines = (["nanoGPT"] if args.nanogpt else []) + list(SHAPE_ENGINES)
-    per = {e: [] for e in engines}
-    for rep in range(args.shape_repeats):
-        for e in (engines if rep % 2 == 0 else engines[::-1]):
-            if e == "nanoGPT":
-                r = run_nanogpt(args.nanogpt, work, [f"--max_iters={args.shape_iters}", "--eval_iters=1", *SHAPE_NANO],
-                                args.threads, eval_interval=10**9)
-            else:
-                r = run_llmcycle(work, base, "shape", SHAPE_LLM + SHAPE_ENGINES[e], args.shape_iters, args.threads, 10**9, 1)
-            per[e].append(ms(r["step_s"], 3 if "compile" in e else 2))
-            print(f"  repeat {rep + 1} {e:20s} {per[e][-1]:8.0f} ms/iter", flush=True)
+
+    def run(e: str) -> float:
+        if e == "nanoGPT":
+            r = run_nanogpt(args.nanogpt, work, [f"--max_iters={args.shape_iters}", "--eval_iters=1", *SHAPE_NANO],
+                            args.threads, eval_interval=10**9)
+        else:
+            r = run_llmcycle(work, base, "shape", SHAPE_LLM + SHAPE_ENGINES[e], args.shape_iters, args.threads, 10**9, 1)
+        return ms(r["step_s"], 3 if "compile" in e else 2)
+
+    per = alternated(engines, args.shape_repeats, run)
     print("\n| engine | ms/iter min | median | tokens/s (best) | tokens/s vs nanoGPT (min, median) |")
     print("|---|---:|---:|---:|---:|")
     for e in engines:
-        vs = ""
-        if args.nanogpt and e != "nanoGPT":
-            n = per["nanoGPT"]
-            vs = f"{min(n) / min(per[e]):.2f}x, {statistics.median(n) / statistics.median(per[e]):.2f}x"
-        print(f"| {e} | {min(per[e]):.0f} | {statistics.median(per[e]):.0f} | {tok / min(per[e]) * 1000:,.0f} | {vs} |")
+        print(f"| {e} | {min(per[e]):.0f} | {statistics.median(per[e]):.0f} | {tok / min(per[e]) * 1000:,.0f} "
+              f"| {vs_nanogpt(per, e)} |")
 
 
 def main() -> int:

@@ -17,6 +17,23 @@ SHARED = Path(os.environ.get("LLMCYCLE_SHARED", Path(__file__).resolve().parents
 torch.set_num_threads(1)
 
 
+def saved_activation_bytes(model: torch.nn.Module, idx: torch.Tensor) -> int:
+    """Bytes autograd saves for backward in one training forward of `model` on idx (B, T): each
+    saved storage counted once, the model's own parameters and buffers excluded."""
+    own = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
+    seen: dict[int, int] = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in own:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(idx, torch.roll(idx, -1, 1))
+    return sum(seen.values())
+
+
 def tiny_model(**kw) -> ModelConfig:
     base = dict(vocab_size=300, n_layer=2, d_model=32, n_head=4, max_seq_len=64)
     return ModelConfig(**{**base, **kw})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_model
+from conftest import saved_activation_bytes, tiny_model
 
 from llmcycle.finetune.lora import LoraSpec, add_lora, count_params
 from llmcycle.models import build_model
@@ -49,23 +49,10 @@ def test_plan_cli_reports_lora_next_to_full(capsys):
 
 
 def _lora_saved_bytes(cfg, batch: int, seq: int, spec: LoraSpec) -> int:
-    """Bytes autograd saves for one LoRA forward (the frozen base's own tensors excluded), as
-    tests/test_plan_measure.py counts them for full training."""
+    """Bytes autograd saves for one LoRA forward (the frozen base's own tensors excluded)."""
     torch.manual_seed(0)
     model = add_lora(build_model(cfg), spec).train()
-    idx = torch.randint(0, cfg.vocab_size, (batch, seq))
-    own = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        if st.data_ptr() not in own:
-            seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(idx, torch.roll(idx, -1, 1))
-    return sum(seen.values())
+    return saved_activation_bytes(model, torch.randint(0, cfg.vocab_size, (batch, seq)))
 
 
 @pytest.mark.parametrize("kw", [{}, {"mlp": "gelu_tanh", "pos_emb": "learned", "norm": "layernorm", "bias": True},

@@ -98,16 +98,22 @@ def test_compiled_decoding_gives_the_eager_tokens():
 def test_compiled_decoding_runs_the_ahead_of_time_step():
     """--compile decodes through the AOTInductor step (not the torch.compile fallback): one build per batch
     size serves every cache length, it gives eager's greedy tokens (rope + GQA, left padding) and it
-    writes the same keys/values into the cache."""
+    writes the same keys/values into the cache; its package's temporary directory is gone once loaded."""
+    import glob
+    import tempfile
+
     from llmcycle.inference import aot
     from llmcycle.inference.kv_cache import KVCache
 
+    leftovers = lambda: set(glob.glob(f"{tempfile.gettempdir()}/llmcycle-aot-*"))  # noqa: E731
+    before = leftovers()
     torch.manual_seed(0)
     m = build_model(tiny_model(n_kv_head=2)).eval()
     greedy = SamplingConfig(temperature=0)
     for prompts, n in (([[1, 2, 3]], 9), ([[5] * 7], 20), ([[4, 5, 6, 7], [8]], 6)):
         assert generate_ids(m, prompts, n, greedy, compile=True) == generate_ids(m, prompts, n, greedy)
     assert sorted(b for b, _ in aot._BUILT[m]) == [1, 2] and not getattr(m, "_aot_failed", None)
+    assert leftovers() <= before
     step = aot.aot_step(m, 1, torch.float32)
     caches = [KVCache(2, 1, 2, 8, 10, "cpu", torch.float32) for _ in range(2)]
     with torch.inference_mode():

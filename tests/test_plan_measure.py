@@ -7,6 +7,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import saved_activation_bytes  # noqa: E402
+
 from llmcycle.config import ModelConfig  # noqa: E402
 from llmcycle.models import build_model  # noqa: E402
 from llmcycle.models.accounting import GROUPS, count_params, measure_flops  # noqa: E402
@@ -91,20 +93,7 @@ def test_step_flops_match_flop_counter(name):
 
 
 def _saved_bytes(cfg: ModelConfig, batch: int, seq: int) -> int:
-    model = build_model(cfg)
-    idx = torch.randint(0, cfg.vocab_size, (batch, seq))
-    own = {t.untyped_storage().data_ptr() for t in list(model.parameters()) + list(model.buffers())}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        st = t.untyped_storage()
-        if st.data_ptr() not in own:
-            seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(idx, torch.roll(idx, -1, 1))
-    return sum(seen.values())
+    return saved_activation_bytes(build_model(cfg), torch.randint(0, cfg.vocab_size, (batch, seq)))
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))

@@ -92,39 +92,31 @@ def test_tokens_are_the_same_alone_and_batched(engine, sampling, seed):
 
 
 @pytest.mark.parametrize("sampling,seed", [(GREEDY, None), (HOT, 5)])
-def test_requests_that_arrive_together_are_prefilled_together(model, engine, sampling, seed):
-    """Prompts of different lengths queued before the scheduler runs are prefilled in one left-padded
-    forward (counted with a forward hook: decoding steps do not go through `forward`), and each gives
+@pytest.mark.parametrize("budget,forwards", [
+    ({}, [(4, 23)]),  # one left-padded forward of the longest prompt's length
+    ({"prefill_tokens": 24}, [(2, 8), (1, 11), (1, 23)]),  # a padded-token budget splits the group, shortest
+])                                                         # first: 5 + 8 tokens padded to 2 x 8; 11 and 23 alone
+def test_requests_that_arrive_together_are_prefilled_together(model, engine, sampling, seed, budget, forwards):
+    """Prompts of different lengths queued before the scheduler runs are prefilled in left-padded
+    forwards (counted with a forward hook: decoding steps do not go through `forward`), and each gives
     the tokens it gives alone."""
     def seed_of(i):
         return None if seed is None else seed + i
 
+    assert sorted(len(p) for p in PROMPTS) == [5, 8, 11, 23]
     alone = [run_alone(engine, p, 16, sampling=sampling, seed=seed_of(i)) for i, p in enumerate(PROMPTS)]
-    e = Engine(model, max_batch=4, max_len=128)
+    e = Engine(model, max_batch=4, max_len=128, **budget)
     cs = [Collect(p, 16, sampling=sampling, seed=seed_of(i)) for i, p in enumerate(PROMPTS)]
     e.submit([c.req for c in cs])  # all queued before the scheduler starts: one admission
-    forwards = []
-    hook = model.register_forward_hook(lambda mod, args, out: forwards.append(args[0].shape))
+    seen = []
+    hook = model.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape))
     e.start()
     try:
         assert [c.wait() for c in cs] == alone
     finally:
         hook.remove()
         e.stop()
-    assert forwards == [(4, max(len(p) for p in PROMPTS))]
-    # a budget of padded tokens splits the group, shortest prompts first
-    e = Engine(model, max_batch=4, max_len=128, prefill_tokens=24)
-    cs = [Collect(p, 16, sampling=sampling, seed=seed_of(i)) for i, p in enumerate(PROMPTS)]
-    e.submit([c.req for c in cs])
-    forwards.clear()
-    hook = model.register_forward_hook(lambda mod, args, out: forwards.append(args[0].shape))
-    e.start()
-    try:
-        assert [c.wait() for c in cs] == alone
-    finally:
-        hook.remove()
-        e.stop()
-    assert forwards == [(2, 8), (1, 11), (1, 23)]  # 5 + 8 tokens padded to 2 x 8; 11 and 23 alone
+    assert seen == forwards
 
 
 def test_more_requests_than_rows_queue_and_reuse_rows(engine):

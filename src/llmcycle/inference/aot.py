@@ -11,8 +11,8 @@ a shared library whose C++ wrapper runs the whole step; the Python left per toke
 
 The batch size is fixed per compiled step (quantized layers pick their kernel by row count); the
 cache length L is a dynamic dimension, so one build serves every prompt and output length. The
-package is written to a temporary directory (never the repository or the run), built once per model
-and batch size and kept on the model.
+package is written to a temporary directory (never the repository or the run) that is removed once
+the package is loaded; the loaded step is built once per model and batch size and kept on the model.
 """
 
 from __future__ import annotations
@@ -73,10 +73,12 @@ def _build(model: nn.Module, B: int, dtype: torch.dtype):
     per_layer = [{2: Ld}] * cfg.n_layer
     shapes = (None, None, None, None, {1: Ld}, per_layer, per_layer)
     exported = torch.export.export(_Step(model).eval(), args, dynamic_shapes=shapes, strict=False)
-    out = Path(tempfile.mkdtemp(prefix="llmcycle-aot-")) / "step.pt2"
-    path = torch._inductor.aoti_compile_and_package(
-        exported, package_path=str(out), inductor_configs={"realize_opcount_threshold": 0})
-    package = torch._inductor.aoti_load_package(path)
+    # the package file is only needed while it is loaded (the loader extracts and dlopens it): the
+    # temporary directory goes once it is, so repeated builds leave nothing behind in /tmp
+    with tempfile.TemporaryDirectory(prefix="llmcycle-aot-") as tmp:
+        path = torch._inductor.aoti_compile_and_package(
+            exported, package_path=str(Path(tmp) / "step.pt2"), inductor_configs={"realize_opcount_threshold": 0})
+        package = torch._inductor.aoti_load_package(path)
     run = getattr(getattr(package, "loader", None), "boxed_run", None)
     if run is None:  # another torch: the package's own call (it flattens the arguments every time)
         return lambda idx, n, base, last, pad, k, v: package(idx, n, base, last, pad, k, v)

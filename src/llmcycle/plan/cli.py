@@ -73,7 +73,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     h.add_argument("--seq-len", "--seq", dest="seq_len", type=int,
                    help="training sequence length (default: the run's seq_len, else the model's max_seq_len)")
     h.add_argument("--recompute", default="none", choices=memory.RECOMPUTE,
-                   help="activation checkpointing: none, selective (recompute attention), full (keep block inputs only)")
+                   help="activation checkpointing: none; selective (16-bit plans: Korthikanti's, rerun the attention core; "
+                        "--dtype fp32: what `train --recompute selective` does, keep matmul and attention outputs, "
+                        "rerun norms and activations); full (keep block inputs only)")
     h.add_argument("--no-flash", action="store_true", help="attention scores are materialised (no flash/SDPA kernel)")
     h.add_argument("--reserve-gib", type=float, default=1.0, help="GPU memory kept back for CUDA context etc. (default 1)")
     h.add_argument("--infer-batch", type=int, default=1, help="sequences decoded at once, for the KV-cache figure")

@@ -16,8 +16,7 @@ from pathlib import Path
 from llmcycle import rundir
 from llmcycle.config import ModelConfig, RunConfig, TrainConfig
 from llmcycle.flags import add_dataclass_flags, given, merged
-
-BUDGETS = ("max_steps", "max_tokens", "max_time")
+from llmcycle.train.state import BUDGETS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
