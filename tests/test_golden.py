@@ -1,4 +1,10 @@
-"""Golden losses: a seeded tiny run of each family gives exactly these losses (CPU, fp32, 1 thread).
+"""Golden losses: a seeded tiny run of each family gives these losses (CPU, fp32, 1 thread).
+
+Two runs on one machine agree bit for bit; against the recorded values the bound is 1e-5 relative,
+because the BLAS and vectorised kernels a CPU is given differ in their last bits (the values below
+were made on an Intel Xeon; on an AMD EPYC with the same torch, the decoder's 8th loss differs by
+1e-7 relative), while any change to the model, objectives, data order, optimizer or loop moves
+them by orders of magnitude more.
 
 The values were produced by llmcycle before the run-directory / loop refactor (commit 61c4ec3) and
 reproduced bit for bit after it; the decoder's were then regenerated once, when the matmul-peak
@@ -7,9 +13,8 @@ peak had already been measured in the same process; the encoder and seq2seq valu
 came after the measurement, did not move). The decoder and encoder values were regenerated once
 more when AdamW became fused on CPU (`train/optim.py`; the seq2seq values did not move; with the
 foreach kernels every value was still reproduced exactly, so the model changes that came with it
-moved no bit). Any later change to the model, objectives, data order, optimizer or loop that moves
-a single bit of these numbers fails here: if the change is meant to alter the numbers, regenerate
-them deliberately and say why in the commit.
+moved no bit). If a change is meant to alter the numbers, regenerate them deliberately and say why
+in the commit.
 The corpus is written by the test (no dependence on the installed Python's standard library), and
 the byte tokenizer needs no training.
 """
@@ -83,8 +88,8 @@ def _corpus(path):
     path.write_text("".join(lines))
 
 
-@pytest.mark.parametrize("family", sorted(GOLDEN))
-def test_seeded_tiny_run_reproduces_the_golden_losses_exactly(family, tmp_path):
+def _seeded_run(family, tmp_path) -> tuple[list[float], list[float]]:
+    tmp_path.mkdir()
     _corpus(tmp_path / "corpus.txt")
     run = tmp_path / "run"
     data = DataConfig(source=str(tmp_path / "corpus.txt"), tokenizer="byte")
@@ -96,5 +101,13 @@ def test_seeded_tiny_run_reproduces_the_golden_losses_exactly(family, tmp_path):
                                       eval_batches=2, ckpt_every=100, warmup_steps=2, lr=3e-3, log_every=1))
     train(run, cfg, progress=False)
     rows = rundir.read_metrics(run)
-    assert [r["loss"] for r in rows if "loss" in r] == GOLDEN[family]["loss"]
-    assert [r["val_loss"] for r in rows if "val_loss" in r] == GOLDEN[family]["val_loss"]
+    return [r["loss"] for r in rows if "loss" in r], [r["val_loss"] for r in rows if "val_loss" in r]
+
+
+@pytest.mark.parametrize("family", sorted(GOLDEN))
+def test_seeded_tiny_run_reproduces_the_golden_losses(family, tmp_path):
+    first = _seeded_run(family, tmp_path / "a")
+    assert _seeded_run(family, tmp_path / "b") == first  # bit for bit on one machine
+    loss, val_loss = first
+    assert loss == pytest.approx(GOLDEN[family]["loss"], rel=1e-5, abs=0)
+    assert val_loss == pytest.approx(GOLDEN[family]["val_loss"], rel=1e-5, abs=0)
