@@ -46,8 +46,11 @@ def test_freed_memory_is_reused_without_page_faults():
     with keep_freed_memory() as active:
         assert active
         _faults_of_steps(3)  # the heap grows to the step's size
-        faults, growth = _faults_of_steps(5)
-        assert faults < PAGES // 20 and growth < 2**20, (faults, growth)
+        # once grown, a window of 5 steps faults nothing; on some machines the heap settles a window
+        # later (seen once in a full suite: one window with two tensors' worth), so up to 3 windows
+        windows = [_faults_of_steps(5) for _ in range(3)]
+        assert any(f < PAGES // 20 and g < 2**20 for f, g in windows), windows
+        assert windows[-1][0] < PAGES // 20, windows  # and it stays settled
     assert _faults_of_steps(3)[0] > PAGES // 2  # defaults restored on leaving: faults again
 
 
