@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build llama-cpp-python (the `llamacpp` extra: bench/generate_smollm2.py's and bench/serve_load.py's
-# reference engine) from source for this CPU, with AMX left out. ~10 min on 2 cores.
+# reference engine) from source for this CPU, with AMX left out. ~5-10 min on 2 cores (6.7 here).
 #   Why not `pip install '.[llamacpp]'`: its default -march=native build uses AMX tile instructions
 #   whenever the CPU reports AMX, and in VMs that report AMX without granting the tiles it dies with
 #   SIGSEGV at its first quantized matrix product (docs/serve.md). Here every other instruction set the
